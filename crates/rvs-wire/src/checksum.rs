@@ -1,0 +1,332 @@
+//! Internet checksums: RFC 1071 sums, IPv4/IPv6 pseudo-headers, RFC 1624 incremental updates.
+//!
+//! Why by hand: etherparse computes a whole header's checksum, but a director rewrites one field of
+//! a forwarded packet and must adjust the checksum for that field alone (RFC 1624) — recomputing a
+//! TCP checksum over a 1500-byte segment to change one port would cost ~100× more. The full sum
+//! is here too, in big-endian words, so that pseudo-header sums, full sums and incremental updates
+//! share one accumulator type; etherparse's own sums (native-endian) serve as the independent
+//! reference in the tests.
+//!
+//! All functions are total: no input panics. Nothing allocates.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Add `data` to a running RFC 1071 sum, as big-endian 16-bit words (an odd last byte is padded
+/// with zero on the right).
+///
+/// The accumulator is 64 bits wide and words are added in 32-bit groups, so no carry is lost for
+/// any slice shorter than 2^32 × 4 bytes.
+#[inline]
+pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let rest = chunks.remainder();
+    match *rest {
+        [a, b, c] => acc += u64::from(u32::from_be_bytes([a, b, c, 0])),
+        [a, b] => acc += u64::from(u32::from_be_bytes([a, b, 0, 0])),
+        [a] => acc += u64::from(u32::from_be_bytes([a, 0, 0, 0])),
+        _ => {}
+    }
+    acc
+}
+
+/// Fold a running sum into 16 bits with end-around carry (the one's-complement sum).
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc as u16
+}
+
+/// The RFC 1071 checksum of `data`: the one's complement of its one's-complement sum.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(0, data))
+}
+
+/// Finish a running sum into a checksum field value.
+#[inline]
+pub fn finish(acc: u64) -> u16 {
+    !fold(acc)
+}
+
+/// True when `data`, which contains its own checksum field, sums to all ones (RFC 1071 §1 (3)).
+#[inline]
+pub fn verify(acc: u64) -> bool {
+    fold(acc) == 0xffff
+}
+
+/// The running sum of an IPv4 pseudo-header (RFC 793 §3.1, RFC 768): addresses, protocol, length.
+#[inline]
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: u16) -> u64 {
+    u64::from(src.to_bits()) + u64::from(dst.to_bits()) + u64::from(protocol) + u64::from(l4_len)
+}
+
+/// The running sum of an IPv6 pseudo-header (RFC 8200 §8.1): addresses, upper-layer length, next header.
+#[inline]
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4_len: u32) -> u64 {
+    let s = src.to_bits();
+    let d = dst.to_bits();
+    let mut acc = u64::from(next_header) + u64::from(l4_len);
+    for v in [s, d] {
+        acc += (v >> 96) as u64 & 0xffff_ffff;
+        acc += (v >> 64) as u64 & 0xffff_ffff;
+        acc += (v >> 32) as u64 & 0xffff_ffff;
+        acc += v as u64 & 0xffff_ffff;
+    }
+    acc
+}
+
+/// The running sum of a pseudo-header for either address family.
+///
+/// Mixed families (one IPv4, one IPv6 address) have no pseudo-header; the IPv6 form is used with
+/// the IPv4 address mapped, which no caller should rely on.
+#[inline]
+pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, l4_len: u32) -> u64 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo_header_v4(s, d, protocol, l4_len as u16),
+        (s, d) => pseudo_header_v6(to_v6(s), to_v6(d), protocol, l4_len),
+    }
+}
+
+fn to_v6(a: IpAddr) -> Ipv6Addr {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// RFC 1624 eqn. 3: the checksum after a 16-bit word of the covered data changes from `old` to `new`.
+///
+/// `HC' = ~(~HC + ~m + m')`. Unlike eqn. 2 this never yields the "negative zero" problem of RFC
+/// 1141: for any checksum that was computed over non-zero data the result equals a full recompute.
+#[inline]
+pub fn update16(check: u16, old: u16, new: u16) -> u16 {
+    let acc = u64::from(!check) + u64::from(!old) + u64::from(new);
+    !fold(acc)
+}
+
+/// RFC 1624 incremental update for a 32-bit field (two adjacent 16-bit words, big-endian).
+#[inline]
+pub fn update32(check: u16, old: u32, new: u32) -> u16 {
+    let acc = u64::from(!check)
+        + u64::from(!(old >> 16) as u16)
+        + u64::from(!(old as u16))
+        + u64::from((new >> 16) as u16)
+        + u64::from(new as u16);
+    !fold(acc)
+}
+
+/// RFC 1624 incremental update for a change of an even-aligned run of bytes (an address:
+/// 4 bytes for IPv4, 16 for IPv6). `old` and `new` must have the same length; a trailing odd
+/// byte is treated as the high byte of a word, as in [`sum`].
+#[inline]
+pub fn update_bytes(check: u16, old: &[u8], new: &[u8]) -> u16 {
+    // ~m summed word by word equals (0xffff × words) − Σm, which one's-complement arithmetic
+    // expresses as adding the complement of the folded sum of the old bytes.
+    let old_sum = fold(sum(0, old));
+    let acc = u64::from(!check) + u64::from(!old_sum) + sum(0, new);
+    !fold(acc)
+}
+
+/// RFC 1624 incremental update for an address change, either family.
+///
+/// An IPv4 ↔ IPv6 change is not a like-for-like field change and is computed as bytes of
+/// different lengths (the longer form's extra words are added or removed), which is what a
+/// pseudo-header change across families amounts to.
+#[inline]
+pub fn update_addr(check: u16, old: IpAddr, new: IpAddr) -> u16 {
+    match (old, new) {
+        (IpAddr::V4(o), IpAddr::V4(n)) => update32(check, o.to_bits(), n.to_bits()),
+        (IpAddr::V6(o), IpAddr::V6(n)) => update_bytes(check, &o.octets(), &n.octets()),
+        (IpAddr::V4(o), IpAddr::V6(n)) => update_bytes(check, &o.octets(), &n.octets()),
+        (IpAddr::V6(o), IpAddr::V4(n)) => update_bytes(check, &o.octets(), &n.octets()),
+    }
+}
+
+/// Map a computed UDP checksum of zero to all ones: over IPv4 a transmitted zero means "no
+/// checksum" (RFC 768), and over IPv6 zero is not allowed at all (RFC 8200 §8.1).
+#[inline]
+pub fn udp_nonzero(check: u16) -> u16 {
+    if check == 0 { 0xffff } else { check }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Plain RFC 1071 reference: 16-bit big-endian words, 32-bit accumulator, folded at the end.
+    fn reference(data: &[u8]) -> u16 {
+        let mut acc: u32 = 0;
+        let mut i = 0;
+        while i + 1 < data.len() {
+            acc += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
+            if acc > 0xffff {
+                acc = (acc & 0xffff) + 1;
+            }
+            i += 2;
+        }
+        if i < data.len() {
+            acc += u32::from(data[i]) << 8;
+            if acc > 0xffff {
+                acc = (acc & 0xffff) + 1;
+            }
+        }
+        !(acc as u16)
+    }
+
+    // RFC 1071 §3 worked example: words 0001 f203 f4f5 f6f7 sum to ddf2 (folded).
+    #[test]
+    fn rfc1071_example() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(0, &data)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    // A real IPv4 header (from RFC 1071-era examples, widely used): checksum b861.
+    #[test]
+    fn ipv4_header_checksum() {
+        let mut hdr = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(checksum(&hdr), 0xb861);
+        hdr[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
+        assert!(verify(sum(0, &hdr)));
+    }
+
+    #[test]
+    fn update16_rfc1624_example() {
+        // RFC 1624 §4: HC = 0xdd2f, m = 0x5555 → m' = 0x3285 gives HC' = 0x0000.
+        assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    #[test]
+    fn udp_zero_maps_to_ones() {
+        assert_eq!(udp_nonzero(0), 0xffff);
+        assert_eq!(udp_nonzero(0x1234), 0x1234);
+    }
+
+    /// Data whose checksum field sits at `at` (even offset), canonical checksum filled in.
+    fn with_checksum(mut data: Vec<u8>, at: usize) -> Vec<u8> {
+        data[at] = 0;
+        data[at + 1] = 0;
+        let c = checksum(&data);
+        data[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        data
+    }
+
+    fn same_ones_complement(a: u16, b: u16) -> bool {
+        // 0x0000 and 0xffff are the two representations of zero in one's complement; they only
+        // differ when the data summed to zero, which a non-zero word in the data rules out.
+        a == b || (a | b == 0xffff && (a == 0 || b == 0))
+    }
+
+    proptest! {
+        #[test]
+        fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            prop_assert_eq!(checksum(&data), reference(&data));
+        }
+
+        #[test]
+        fn sum_matches_etherparse(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            // etherparse sums native-endian words: its result's in-memory bytes are the wire bytes.
+            let ep = etherparse::checksum::Sum16BitWords::new().add_slice(&data).ones_complement();
+            prop_assert_eq!(checksum(&data), u16::from_be_bytes(ep.to_ne_bytes()));
+        }
+
+        #[test]
+        fn update16_equals_recompute(
+            data in proptest::collection::vec(any::<u8>(), 4..200),
+            word in any::<prop::sample::Index>(),
+            new in any::<u16>(),
+        ) {
+            let len = data.len() & !1;
+            let mut data = with_checksum(data[..len].to_vec(), 0);
+            let words = len / 2 - 1;
+            let at = 2 + 2 * word.index(words);
+            let old = u16::from_be_bytes([data[at], data[at + 1]]);
+            let check = u16::from_be_bytes([data[0], data[1]]);
+            data[at..at + 2].copy_from_slice(&new.to_be_bytes());
+            let inc = update16(check, old, new);
+            let full = with_checksum(data.clone(), 0);
+            let full = u16::from_be_bytes([full[0], full[1]]);
+            prop_assert!(same_ones_complement(inc, full), "inc {inc:#x} full {full:#x}");
+            data[0..2].copy_from_slice(&inc.to_be_bytes());
+            prop_assert!(verify(sum(0, &data)));
+        }
+
+        #[test]
+        fn update32_equals_recompute(
+            data in proptest::collection::vec(any::<u8>(), 8..200),
+            word in any::<prop::sample::Index>(),
+            new in any::<u32>(),
+        ) {
+            let len = data.len() & !1;
+            let mut data = with_checksum(data[..len].to_vec(), 0);
+            let at = 2 + 2 * word.index((len - 2) / 2 - 1);
+            let old = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+            let check = u16::from_be_bytes([data[0], data[1]]);
+            data[at..at + 4].copy_from_slice(&new.to_be_bytes());
+            let inc = update32(check, old, new);
+            let full = with_checksum(data.clone(), 0);
+            let full = u16::from_be_bytes([full[0], full[1]]);
+            prop_assert!(same_ones_complement(inc, full), "inc {inc:#x} full {full:#x}");
+        }
+
+        #[test]
+        fn update_addr_v6_equals_recompute(
+            data in proptest::collection::vec(any::<u8>(), 40..300),
+            new in any::<[u8; 16]>(),
+        ) {
+            let len = data.len() & !1;
+            let mut data = with_checksum(data[..len].to_vec(), 0);
+            let old: [u8; 16] = data[8..24].try_into().unwrap();
+            let check = u16::from_be_bytes([data[0], data[1]]);
+            data[8..24].copy_from_slice(&new);
+            let inc = update_addr(check, IpAddr::V6(old.into()), IpAddr::V6(new.into()));
+            let full = with_checksum(data.clone(), 0);
+            let full = u16::from_be_bytes([full[0], full[1]]);
+            prop_assert!(same_ones_complement(inc, full), "inc {inc:#x} full {full:#x}");
+        }
+
+        #[test]
+        fn update_addr_v4_equals_update_bytes(check in any::<u16>(), old in any::<u32>(), new in any::<u32>()) {
+            let a = update_addr(check, IpAddr::V4(old.into()), IpAddr::V4(new.into()));
+            let b = update_bytes(check, &old.to_be_bytes(), &new.to_be_bytes());
+            prop_assert!(same_ones_complement(a, b));
+        }
+
+        #[test]
+        fn pseudo_header_v4_matches_etherparse(src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(),
+                payload in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let udp = etherparse::UdpHeader::without_ipv4_checksum(1, 2, payload.len()).unwrap();
+            let ep = udp.calc_checksum_ipv4_raw(src, dst, &payload).unwrap();
+            let mut acc = pseudo_header_v4(src.into(), dst.into(), 17, (8 + payload.len()) as u16);
+            let mut h = udp.to_bytes();
+            h[6] = 0; h[7] = 0;
+            acc = sum(acc, &h);
+            acc = sum(acc, &payload);
+            prop_assert_eq!(udp_nonzero(finish(acc)), ep);
+        }
+
+        #[test]
+        fn pseudo_header_v6_matches_etherparse(src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(),
+                payload in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let udp = etherparse::UdpHeader::without_ipv4_checksum(1, 2, payload.len()).unwrap();
+            let ep = udp.calc_checksum_ipv6_raw(src, dst, &payload).unwrap();
+            let mut acc = pseudo_header_v6(src.into(), dst.into(), 17, (8 + payload.len()) as u32);
+            let mut h = udp.to_bytes();
+            h[6] = 0; h[7] = 0;
+            acc = sum(acc, &h);
+            acc = sum(acc, &payload);
+            prop_assert_eq!(udp_nonzero(finish(acc)), ep);
+        }
+    }
+}
