@@ -7,7 +7,8 @@
 //! - [`quote`]: the reader for the datagram quoted inside an ICMP error;
 //! - [`build`]: builders for what the director originates (ICMP errors, TCP RST, tunnel headers);
 //! - [`parse`]: the one-pass frame parse the dataplane runs on every packet;
-//! - [`capture`]: pcap/pcapng capture files through `pcap-file`.
+//! - [`capture`]: pcap/pcapng capture files through `pcap-file`;
+//! - [`exercise`]: one entry point over every parser and builder, for fuzzers and property tests.
 //!
 //! Contract: no function in this crate panics or reads out of bounds on any input, and nothing on
 //! the forwarding path allocates. Every malformed input yields a typed [`WireError`].
@@ -16,6 +17,7 @@ pub mod build;
 pub mod capture;
 pub mod checksum;
 pub mod error;
+pub mod exercise;
 pub mod parse;
 pub mod quote;
 pub mod rewrite;

@@ -865,7 +865,7 @@ mod tests {
 
     #[test]
     fn construct_into_a5_buffer() {
-        let mut buf = vec![0xa5u8; 20];
+        let mut buf = [0xa5u8; 20];
         buf[0] = 0x45;
         let mut ip = Ipv4Packet::new_checked(&mut buf[..]).unwrap();
         ip.set_total_len(20);
@@ -884,7 +884,7 @@ mod tests {
 
     #[test]
     fn ipv6_view() {
-        let mut b = vec![0xa5u8; 48];
+        let mut b = [0xa5u8; 48];
         b[0] = 0x6b;
         b[1] = 0x81;
         let mut p = Ipv6Packet::new_checked(&mut b[..]).unwrap();
