@@ -564,7 +564,9 @@ impl<T: AsRef<[u8]>> L4Packet<T> {
         get16(self.buffer.as_ref(), self.kind.checksum_field())
     }
 
-    /// True when this is UDP with a zero checksum (IPv4 "no checksum", RFC 768), which updates must leave zero.
+    /// True when this is UDP with a zero checksum, which updates leave zero: over IPv4 it means
+    /// "no checksum" (RFC 768); over IPv6 it is either an RFC 6936 zero-checksum tunnel or
+    /// invalid, and the director forwards it for the receiver to judge rather than invent one.
     pub fn checksum_absent(&self) -> bool {
         self.kind == L4Kind::Udp && self.checksum() == 0
     }
@@ -941,5 +943,133 @@ mod tests {
         ip.fill_checksum();
         assert_eq!(ip.decrement_ttl(), 0);
         assert!(ip.verify_checksum());
+    }
+
+    #[test]
+    fn construct_ethernet_icmp_l4_into_a5_buffers() {
+        let mut e = [0xa5u8; 14];
+        let mut f = EthernetFrame::new_checked(&mut e[..]).unwrap();
+        f.set_dst_addr([2, 0, 0, 0, 0, 9]);
+        f.set_src_addr([2, 0, 0, 0, 0, 8]);
+        f.set_ethertype(0x86dd);
+        assert_eq!(e, [2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 8, 0x86, 0xdd]);
+
+        let mut m = [0xa5u8; 12];
+        let mut i = IcmpPacket::new_checked(&mut m[..]).unwrap();
+        i.set_msg_type(3);
+        i.set_msg_code(4);
+        i.set_rest_of_header([0, 0, 0x05, 0x00]);
+        i.fill_checksum_v4();
+        assert!(i.verify_checksum_v4());
+        assert_eq!(i.payload(), &[0xa5; 4]);
+        // An incremental edit of the quoted bytes keeps the ICMP checksum right.
+        let old = [0xa5u8, 0xa5];
+        i.payload_mut()[0..2].copy_from_slice(&[0x12, 0x34]);
+        i.update_checksum(&old, &[0x12, 0x34]);
+        assert!(i.verify_checksum_v4());
+        let (s6, d6) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        i.fill_checksum_v6(s6, d6);
+        assert!(i.verify_checksum_v6(s6, d6));
+        assert!(!i.verify_checksum_v6(d6, d6));
+
+        let mut u = [0xa5u8; 8];
+        let mut l = L4Packet::new_checked(&mut u[..], L4Kind::Udp).unwrap();
+        l.set_src_port(53);
+        l.set_dst_port(33000);
+        assert_eq!(u[..4], [0, 53, 0x80, 0xe8]);
+        assert_eq!(u[4..], [0xa5; 4]);
+    }
+
+    use proptest::prelude::*;
+
+    fn full_l4(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8], at: usize) -> u16 {
+        let mut z = seg.to_vec();
+        z[at] = 0;
+        z[at + 1] = 0;
+        let acc = checksum::pseudo_header(src, dst, proto, seg.len() as u32);
+        let c = checksum::finish(checksum::sum(acc, &z));
+        if proto == 17 {
+            checksum::udp_nonzero(c)
+        } else {
+            c
+        }
+    }
+
+    proptest! {
+        /// NAT both ways through the views, IPv4/IPv6 × TCP/UDP: every incrementally updated
+        /// checksum equals a full recompute, and etherparse agrees the result is valid.
+        #[test]
+        fn nat_rewrites_equal_full_recompute(
+            v6 in any::<bool>(),
+            tcp in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..600),
+            new4 in any::<[u8; 4]>(),
+            new6 in any::<[u8; 16]>(),
+            port in any::<u16>(),
+            rewrite_src in any::<bool>(),
+        ) {
+            let b = if v6 {
+                etherparse::PacketBuilder::ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                    [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+            } else {
+                etherparse::PacketBuilder::ipv4([192, 0, 2, 1], [198, 51, 100, 10], 64)
+            };
+            let mut pkt = Vec::new();
+            if tcp {
+                b.tcp(40000, 80, 7, 1000).write(&mut pkt, &payload).unwrap();
+            } else {
+                b.udp(40000, 80).write(&mut pkt, &payload).unwrap();
+            }
+            let hl = if v6 { 40 } else { 20 };
+            let kind = if tcp { L4Kind::Tcp } else { L4Kind::Udp };
+            let (ip_part, l4_part) = pkt.split_at_mut(hl);
+            let (old, new) = if v6 {
+                let mut ip = Ipv6Packet::new_checked(&mut ip_part[..]).unwrap();
+                let new = Ipv6Addr::from(new6);
+                let old = if rewrite_src { ip.src_addr() } else { ip.dst_addr() };
+                if rewrite_src { ip.set_src_addr(new) } else { ip.set_dst_addr(new) }
+                ip.decrement_hop_limit();
+                (IpAddr::V6(old), IpAddr::V6(new))
+            } else {
+                let mut ip = Ipv4Packet::new_checked(&mut ip_part[..]).unwrap();
+                let new = Ipv4Addr::from(new4);
+                let old = if rewrite_src {
+                    ip.set_src_addr_update_checksum(new)
+                } else {
+                    ip.set_dst_addr_update_checksum(new)
+                };
+                ip.decrement_ttl();
+                let inc = ip.checksum();
+                ip.fill_checksum();
+                prop_assert_eq!(inc, ip.checksum());
+                (IpAddr::V4(old), IpAddr::V4(new))
+            };
+            let mut l4 = L4Packet::new_checked(&mut l4_part[..], kind).unwrap();
+            l4.update_checksum_for_addr(old, new);
+            if rewrite_src { l4.set_src_port_update_checksum(port); } else { l4.set_dst_port_update_checksum(port); }
+            let inc = l4.checksum();
+            let p = crate::parse::parse_ip(&pkt).unwrap();
+            let ip = *p.ip().unwrap();
+            let at = if tcp { 16 } else { 6 };
+            let full = full_l4(ip.src, ip.dst, kind.protocol(), &pkt[hl..], at);
+            prop_assert_eq!(inc, full);
+            // Independent check: etherparse recomputes the same checksum.
+            let sliced = etherparse::SlicedPacket::from_ip(&pkt).unwrap();
+            let ep = match (sliced.transport.unwrap(), ip.src, ip.dst) {
+                (etherparse::TransportSlice::Tcp(t), IpAddr::V4(s), IpAddr::V4(d)) =>
+                    t.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), t.payload()).unwrap(),
+                (etherparse::TransportSlice::Tcp(t), IpAddr::V6(s), IpAddr::V6(d)) =>
+                    t.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), t.payload()).unwrap(),
+                (etherparse::TransportSlice::Udp(u), IpAddr::V4(s), IpAddr::V4(d)) =>
+                    u.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), u.payload()).unwrap(),
+                (etherparse::TransportSlice::Udp(u), IpAddr::V6(s), IpAddr::V6(d)) =>
+                    u.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), u.payload()).unwrap(),
+                _ => unreachable!(),
+            };
+            prop_assert_eq!(inc, ep);
+        }
     }
 }

@@ -6,7 +6,11 @@ use std::process::Command;
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/pcap");
 
 fn inspect(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rvsd")).arg("inspect").args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rvsd"))
+        .arg("inspect")
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
@@ -25,14 +29,21 @@ fn row(out: &str, label: &str) -> Option<usize> {
 #[test]
 fn smtp_capture_summary() {
     let path = format!("{CORPUS}/smtp.pcap");
-    assert!(std::path::Path::new(&path).exists(), "corpus missing at {path}");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "corpus missing at {path}"
+    );
     let (ok, out, err) = inspect(&[&path]);
     assert!(ok, "{err}");
     assert!(out.contains("125 packets"), "{out}");
     assert_eq!(row(&out, "ipv4/tcp"), Some(118), "{out}");
     assert_eq!(row(&out, "ipv4/udp"), Some(3), "{out}");
     assert_eq!(row(&out, "ipv4/icmp-error"), Some(4), "{out}");
-    assert_eq!(row(&out, "icmp   3/4   fragmentation needed"), Some(4), "{out}");
+    assert_eq!(
+        row(&out, "icmp   3/4   fragmentation needed"),
+        Some(4),
+        "{out}"
+    );
     assert_eq!(row(&out, "tcp flow"), Some(4), "{out}");
 }
 
@@ -40,9 +51,16 @@ fn smtp_capture_summary() {
 fn icmp_listing_names_the_connection_and_mtu() {
     let (ok, out, err) = inspect(&["--icmp", &format!("{CORPUS}/smtp.pcap")]);
     assert!(ok, "{err}");
-    let frag: Vec<_> = out.lines().filter(|l| l.contains("icmp 3/4 mtu 1492")).collect();
+    let frag: Vec<_> = out
+        .lines()
+        .filter(|l| l.contains("icmp 3/4 mtu 1492"))
+        .collect();
     assert_eq!(frag.len(), 4, "{out}");
-    assert!(frag.iter().all(|l| l.contains("quoting 548 bytes") && l.contains("proto 6")), "{out}");
+    assert!(
+        frag.iter()
+            .all(|l| l.contains("quoting 548 bytes") && l.contains("proto 6")),
+        "{out}"
+    );
 }
 
 #[test]
