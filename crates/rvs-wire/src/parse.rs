@@ -78,6 +78,7 @@ pub struct FlowKey {
 
 impl FlowKey {
     /// The same flow seen from the other end (source and destination swapped).
+    #[inline]
     pub fn reversed(&self) -> FlowKey {
         FlowKey {
             protocol: self.protocol,
@@ -102,6 +103,7 @@ pub struct Fragment {
 
 impl Fragment {
     /// True for the first fragment (offset 0), which carries the transport header.
+    #[inline]
     pub fn is_first(&self) -> bool {
         self.offset == 0
     }
@@ -185,16 +187,19 @@ pub struct IpInfo {
 
 impl IpInfo {
     /// True for IPv4.
+    #[inline]
     pub fn is_ipv4(&self) -> bool {
         self.src.is_ipv4()
     }
 
     /// End of the IP packet in the buffer (anything after it is link padding).
+    #[inline]
     pub fn end(&self) -> usize {
         self.l4_offset + self.l4_len
     }
 
     /// The flow key, when the transport has ports (TCP, UDP) or is ICMP (ports zero).
+    #[inline]
     pub fn flow_key(&self) -> Option<FlowKey> {
         let (sport, dport) = match self.transport {
             Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => (sport, dport),
@@ -211,6 +216,7 @@ impl IpInfo {
     }
 
     /// True when the transport is an ICMPv4 or ICMPv6 error message (the kinds that quote a datagram).
+    #[inline]
     pub fn is_icmp_error(&self) -> bool {
         match self.transport {
             Transport::Icmpv4 { icmp_type, .. } => is_icmpv4_error(icmp_type),
@@ -222,12 +228,14 @@ impl IpInfo {
 
 /// ICMPv4 error types (RFC 792, RFC 1812 §4.3.2.2): destination unreachable, source quench,
 /// redirect, time exceeded, parameter problem.
+#[inline]
 pub fn is_icmpv4_error(icmp_type: u8) -> bool {
     matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
 }
 
 /// ICMPv6 error types (RFC 4443 §2.1: types 0–127): destination unreachable, packet too big,
 /// time exceeded, parameter problem (and unassigned error types below 128).
+#[inline]
 pub fn is_icmpv6_error(icmp_type: u8) -> bool {
     icmp_type < 128
 }
@@ -254,6 +262,7 @@ pub struct ParsedFrame {
 
 impl ParsedFrame {
     /// The IP facts, if this is an IP packet.
+    #[inline]
     pub fn ip(&self) -> Option<&IpInfo> {
         match &self.net {
             Net::Ip(ip) => Some(ip),

@@ -46,38 +46,45 @@ pub struct Quote<'a> {
 
 impl<'a> Quote<'a> {
     /// The quote's bytes as captured (from the start of its IP header).
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
 
     /// True when the quoted datagram is IPv4.
+    #[inline]
     pub fn is_ipv4(&self) -> bool {
         self.src.is_ipv4()
     }
 
     /// True when the quote is a non-first fragment (no transport header present).
+    #[inline]
     pub fn is_non_first_fragment(&self) -> bool {
         self.fragment.is_some_and(|f| !f.is_first())
     }
 
     /// The upper-layer bytes present in the quote: bounded by what was captured and by the
     /// datagram's own claimed length, whichever is shorter.
+    #[inline]
     pub fn l4_bytes(&self) -> &'a [u8] {
         let end = self.bytes.len().min(self.claimed_len.max(self.header_len));
         self.bytes.get(self.header_len..end).unwrap_or(&[])
     }
 
     /// Offset of the upper-layer header within the quote.
+    #[inline]
     pub fn l4_offset(&self) -> usize {
         self.header_len
     }
 
     /// True when the quote holds the whole original datagram (so its L4 checksum can be adjusted).
+    #[inline]
     pub fn is_complete(&self) -> bool {
         self.bytes.len() >= self.claimed_len && !self.fragment.is_some_and(|f| f.more)
     }
 
     /// Source and destination ports of a quoted TCP, UDP or SCTP header (first 4 bytes of L4).
+    #[inline]
     pub fn ports(&self) -> Result<(u16, u16), WireError> {
         if let Some(f) = self.fragment.filter(|f| !f.is_first()) {
             return Err(WireError::NonFirstFragment { offset: f.offset });
@@ -94,6 +101,7 @@ impl<'a> Quote<'a> {
     }
 
     /// The type of a quoted ICMP / ICMPv6 message, if the quote is one and its type byte was captured.
+    #[inline]
     pub fn icmp_type(&self) -> Option<u8> {
         match self.protocol {
             proto::ICMP | proto::ICMPV6 if !self.is_non_first_fragment() => {
@@ -105,6 +113,7 @@ impl<'a> Quote<'a> {
 
     /// True when the quote is itself an ICMP error: no error may be sent or forwarded about one
     /// (RFC 1812 §4.3.2.7, RFC 4443 §2.4 (e)).
+    #[inline]
     pub fn is_icmp_error(&self) -> bool {
         match (self.protocol, self.icmp_type()) {
             (proto::ICMP, Some(t)) => is_icmpv4_error(t),
@@ -114,6 +123,7 @@ impl<'a> Quote<'a> {
     }
 
     /// The flow key of the quoted datagram as it was sent.
+    #[inline]
     pub fn key(&self) -> Result<FlowKey, WireError> {
         let (sport, dport) = match self.protocol {
             proto::TCP | proto::UDP | proto::SCTP | 33 /* DCCP */ | 136 /* UDP-Lite */ => {
@@ -138,12 +148,14 @@ impl<'a> Quote<'a> {
     /// The reversed key: the flow the ICMP error belongs to (the quoted packet travelled the
     /// other way). For an error a client sends about VIP:vport → CIP:cport this is
     /// CIP:cport → VIP:vport, the connection's key.
+    #[inline]
     pub fn reversed_key(&self) -> Result<FlowKey, WireError> {
         self.key().map(|k| k.reversed())
     }
 }
 
 /// Read a quoted IPv4 datagram.
+#[inline]
 pub fn read_ipv4(bytes: &[u8]) -> Result<Quote<'_>, WireError> {
     let hdr = bytes
         .get(..20)
@@ -189,6 +201,7 @@ pub fn read_ipv4(bytes: &[u8]) -> Result<Quote<'_>, WireError> {
 }
 
 /// Read a quoted IPv6 datagram, walking its extension headers.
+#[inline]
 pub fn read_ipv6(bytes: &[u8]) -> Result<Quote<'_>, WireError> {
     let hdr = bytes
         .get(..40)
@@ -281,6 +294,7 @@ pub fn read_ipv6(bytes: &[u8]) -> Result<Quote<'_>, WireError> {
 }
 
 /// Read a quoted datagram of either version, chosen by its first nibble.
+#[inline]
 pub fn read(bytes: &[u8]) -> Result<Quote<'_>, WireError> {
     match bytes.first().map(|b| b >> 4) {
         Some(4) => read_ipv4(bytes),
@@ -306,6 +320,7 @@ pub struct IcmpError<'a> {
 impl IcmpError<'_> {
     /// The MTU advertised by an ICMPv4 fragmentation-needed (type 3 code 4, RFC 1191) or an ICMPv6
     /// packet-too-big (type 2, RFC 8201) message.
+    #[inline]
     pub fn mtu(&self, v6: bool) -> Option<u32> {
         match (v6, self.icmp_type, self.code) {
             (false, 3, 4) => Some(u32::from(u16::from_be_bytes([self.rest[2], self.rest[3]]))),
@@ -316,15 +331,18 @@ impl IcmpError<'_> {
 }
 
 /// Read an ICMPv4 error message (starting at its type byte) and the datagram it quotes.
+#[inline]
 pub fn read_icmpv4_error(msg: &[u8]) -> Result<IcmpError<'_>, WireError> {
     read_icmp_error(msg, false)
 }
 
 /// Read an ICMPv6 error message (starting at its type byte) and the datagram it quotes.
+#[inline]
 pub fn read_icmpv6_error(msg: &[u8]) -> Result<IcmpError<'_>, WireError> {
     read_icmp_error(msg, true)
 }
 
+#[inline]
 fn read_icmp_error(msg: &[u8], v6: bool) -> Result<IcmpError<'_>, WireError> {
     let layer = if v6 { Layer::Icmpv6 } else { Layer::Icmpv4 };
     let h = msg
