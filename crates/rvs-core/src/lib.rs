@@ -1,3 +1,11 @@
-//! `rvs-core` — the director's state: services, dests, schedulers, connection table, persistence
-//! templates, TCP/UDP states and timeouts, statistics. Deterministic: no packets' bytes, no
-//! clock, no I/O. Filled by the director-core issue; empty in this version.
+//! `rvs-core` — the director's state: services, dests, schedulers, the connection table with
+//! persistence templates, IPVS TCP/UDP states and timeouts, statistics and rates, settings and
+//! the ipvsadm-save rules format.
+//!
+//! Deterministic by construction: no packet bytes, no clock (every call takes `now`), no I/O,
+//! hash seeds passed in. Nothing here panics on any input.
+
+pub mod sched;
+pub mod types;
+
+pub use types::*;
