@@ -5,7 +5,13 @@
 //! Deterministic by construction: no packet bytes, no clock (every call takes `now`), no I/O,
 //! hash seeds passed in. Nothing here panics on any input.
 
+pub mod conn;
+pub mod director;
+pub mod proto;
+pub mod rules;
 pub mod sched;
+pub mod settings;
+pub mod stats;
 pub mod types;
 
 pub use types::*;

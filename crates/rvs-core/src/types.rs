@@ -39,7 +39,7 @@ impl Protocol {
         }
     }
 
-    /// Lower-case name as ipvsadm prints it ("TCP"/"UDP" upper-case in listings).
+    /// The name ipvsadm prints in listings ("TCP", "UDP").
     pub const fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "TCP",

@@ -301,8 +301,14 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<ParsedFrame, WireError> {
     }
 }
 
-/// Parse an Ethernet II frame through etherparse only (the reference the fast path is held to).
+/// Parse an Ethernet II frame through etherparse only (the reference the fast path is held to),
+/// with one correction: see [`later_ipv6_fragment`].
 pub fn parse_ethernet_etherparse(frame: &[u8]) -> Result<ParsedFrame, WireError> {
+    if let Some((vlan, off)) = fast::link(frame)
+        && let Some(net) = later_ipv6_fragment(frame, off)
+    {
+        return Ok(ParsedFrame { vlan, net });
+    }
     let sliced = SlicedPacket::from_ethernet(frame).map_err(map_slice_error)?;
     from_sliced(frame, &sliced)
 }
@@ -315,11 +321,83 @@ pub fn parse_network(ether_type: u16, packet: &[u8]) -> Result<ParsedFrame, Wire
     parse_network_etherparse(ether_type, packet)
 }
 
-/// Parse a network-layer packet through etherparse only (reference for [`parse_network`]).
+/// Parse a network-layer packet through etherparse only (reference for [`parse_network`]),
+/// with the correction of [`later_ipv6_fragment`].
 pub fn parse_network_etherparse(ether_type: u16, packet: &[u8]) -> Result<ParsedFrame, WireError> {
+    if ether_type == ethertype::IPV6
+        && let Some(net) = later_ipv6_fragment(packet, 0)
+    {
+        return Ok(ParsedFrame { vlan: None, net });
+    }
     let sliced = SlicedPacket::from_ether_type(etherparse::EtherType(ether_type), packet)
         .map_err(map_slice_error)?;
     from_sliced(packet, &sliced)
+}
+
+/// A non-first IPv6 fragment, read by hand because etherparse gets it wrong.
+///
+/// RFC 8200 §4.5: in a fragment with a non-zero offset, everything after the Fragment header is
+/// the middle of the original datagram — not headers. etherparse keeps walking extension
+/// headers past it when the Fragment header's next-header names one, and so misreads (or
+/// rejects) such fragments. This walks the unfragmentable headers up to the Fragment header
+/// and, when the offset is non-zero, reports the rest as fragment payload. Everything else
+/// (`None`) is left to etherparse.
+fn later_ipv6_fragment(buf: &[u8], off: usize) -> Option<Net> {
+    let b = buf.get(off..)?;
+    let h = b.get(..40)?;
+    if h[0] >> 4 != 6 {
+        return None;
+    }
+    let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if payload_len == 0 || b.len() < 40 + payload_len {
+        return None;
+    }
+    let end = 40 + payload_len;
+    let (mut next, mut at) = (h[6], 40usize);
+    for _ in 0..crate::quote::MAX_EXT_HEADERS {
+        match next {
+            0 | 43 | 60 => {
+                let e = b.get(at..at + 2).filter(|_| at + 2 <= end)?;
+                next = e[0];
+                at += (usize::from(e[1]) + 1) * 8;
+            }
+            51 => {
+                let e = b.get(at..at + 2).filter(|_| at + 2 <= end)?;
+                next = e[0];
+                at += (usize::from(e[1]) + 2) * 4;
+            }
+            proto::IPV6_FRAG => {
+                let f = b.get(at..at + 8).filter(|_| at + 8 <= end)?;
+                let off_m = u16::from_be_bytes([f[2], f[3]]);
+                let offset = off_m & 0xfff8;
+                if offset == 0 {
+                    return None;
+                }
+                let mut src = [0u8; 16];
+                src.copy_from_slice(&h[8..24]);
+                let mut dst = [0u8; 16];
+                dst.copy_from_slice(&h[24..40]);
+                let l4 = at + 8;
+                return Some(Net::Ip(IpInfo {
+                    src: IpAddr::V6(Ipv6Addr::from(src)),
+                    dst: IpAddr::V6(Ipv6Addr::from(dst)),
+                    protocol: f[0],
+                    ttl: h[7],
+                    l3_offset: off,
+                    l4_offset: off + l4,
+                    l4_len: end - l4,
+                    fragment: Some(Fragment {
+                        ident: u32::from_be_bytes([f[4], f[5], f[6], f[7]]),
+                        offset,
+                        more: off_m & 1 != 0,
+                    }),
+                    transport: Transport::Fragment,
+                }));
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Parse a bare IPv4 or IPv6 packet, the version taken from the first nibble.
@@ -330,6 +408,11 @@ pub fn parse_ip(packet: &[u8]) -> Result<ParsedFrame, WireError> {
         _ => 0,
     };
     if let Some(net) = fast::net(packet, 0, ether_type) {
+        return Ok(ParsedFrame { vlan: None, net });
+    }
+    if ether_type == ethertype::IPV6
+        && let Some(net) = later_ipv6_fragment(packet, 0)
+    {
         return Ok(ParsedFrame { vlan: None, net });
     }
     let sliced = SlicedPacket::from_ip(packet).map_err(map_slice_error)?;
@@ -350,6 +433,24 @@ mod fast {
             Some(&[x, y]) => Some(u16::from_be_bytes([x, y])),
             _ => None,
         }
+    }
+
+    /// The outermost VLAN id and the L3 offset when the frame carries IPv6 (for the
+    /// reference path's correction); `None` otherwise.
+    pub(super) fn link(frame: &[u8]) -> Option<(Option<u16>, usize)> {
+        let mut et = be16(frame, 12)?;
+        let mut off = 14;
+        let mut vlan = None;
+        for _ in 0..3 {
+            if !matches!(et, 0x8100 | 0x88a8 | 0x9100) {
+                break;
+            }
+            let tci = be16(frame, off)?;
+            et = be16(frame, off + 2)?;
+            vlan.get_or_insert(tci & 0x0fff);
+            off += 4;
+        }
+        (et == ethertype::IPV6).then_some((vlan, off))
     }
 
     #[inline]
@@ -932,6 +1033,36 @@ mod tests {
             }
             proptest::prop_assert_eq!(parse_ethernet(&f), reference);
         }
+    }
+
+    #[test]
+    fn later_ipv6_fragment_with_ext_header_number_is_payload() {
+        // IPv6, next header Fragment (44) whose next header is Destination Options (60),
+        // offset 1448 bytes: what follows is payload, not a header.
+        let mut p = vec![0x60, 0, 0, 0, 0, 24, 44, 64];
+        p.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(&[60, 0, 0x05, 0xa9, 0, 0, 0, 9]); // offset 181×8, M=1, ident 9
+        p.extend_from_slice(&[0xff; 16]); // "DestOpts" with a length that would overrun
+        let r = parse_ip(&p).unwrap();
+        let ip = r.ip().unwrap();
+        assert_eq!(ip.protocol, 60);
+        assert_eq!(ip.transport, Transport::Fragment);
+        assert_eq!(
+            ip.fragment,
+            Some(Fragment {
+                ident: 9,
+                offset: 1448,
+                more: true
+            })
+        );
+        assert_eq!((ip.l4_offset, ip.l4_len), (48, 16));
+        assert_eq!(parse_network(ethertype::IPV6, &p), Ok(r));
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+        f.extend_from_slice(&p);
+        assert_eq!(parse_ethernet(&f).unwrap().ip().unwrap().l4_offset, 62);
+        // etherparse alone misreads it.
+        assert!(SlicedPacket::from_ip(&p).is_err());
     }
 
     #[test]

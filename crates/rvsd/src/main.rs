@@ -1,8 +1,9 @@
-//! `rvsd` — the RVS daemon. Today it offers `inspect` (read captures through the packet layer
-//! and summarise them per protocol); the dataplane daemon and `replay` arrive with the core and
-//! daemon issues.
+//! `rvsd` — the RVS daemon. Today it offers `replay` (the dataplane over a capture, the
+//! operator's debugging tool) and `inspect` (captures through the packet layer, summarised per
+//! protocol); running on live interfaces arrives with the daemon issue.
 
 mod inspect;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,18 +35,37 @@ enum Command {
         #[arg(long)]
         icmp: bool,
     },
+    /// Run the dataplane over a capture with capture timestamps as the clock; write what the
+    /// director would transmit, and a verdict per input packet.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { captures, icmp } => inspect::run(&captures, icmp),
+        Command::Replay(args) => replay::run(&args).map(|s| {
+            let mut v: Vec<_> = s.by_verdict.iter().collect();
+            v.sort();
+            let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            eprintln!(
+                "rvsd replay: {} packets in, {} frames out ({})",
+                s.packets,
+                s.written,
+                parts.join(", ")
+            );
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rvsd: {e:#}");
-            ExitCode::FAILURE
+            // Usage mistakes (bad rules, flags, settings) exit 2, like clap's own errors.
+            if e.downcast_ref::<replay::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,0 +1,1976 @@
+//! The connection table: every connection and persistence template the director knows, bounded,
+//! deterministic, and compact enough for millions of entries.
+//!
+//! # Layout
+//!
+//! Entries live in a slab (`Vec`) addressed by [`ConnId`] = slot index + generation, so an id kept
+//! after its entry is gone never reaches the slot's next occupant. Three index-only hash tables
+//! (`hashbrown::HashTable<u32>`, keys stay in the slab) find them:
+//!
+//! - **in** — `caddr:cport → vaddr:vport` of every connection (client packets, all methods);
+//! - **out** — `daddr:dport → caddr:cport` of NAT connections only (what a dest's replies carry);
+//! - **template** — persistence templates, a namespace of their own (a template's key may equal a
+//!   connection's).
+//!
+//! Keys are hashed with a fast seeded 64-bit hash (folded multiplies over the address words and
+//! ports, IPv4 and IPv6 alike); the seed is a parameter, so runs reproduce.
+//!
+//! # Expiry
+//!
+//! A hashed timer wheel of [`WHEEL_SLOTS`] slots of [`TICK_NS`] (≈ 67 ms; ≈ 18.8 min per turn),
+//! with intrusive doubly-linked lists through the slab entries, a bitmap of non-empty slots, and
+//! a cursor (`cur`, the first tick not yet fully processed). An entry is filed at the tick of its
+//! expiry, clamped to `[cur, cur + WHEEL_SLOTS)`:
+//!
+//! - extending an expiry (every packet does) only writes the entry: it stays filed where it was
+//!   and is re-filed lazily when its old slot comes up;
+//! - shortening one (ESTABLISHED → FIN_WAIT) moves it at once, so nothing expires late;
+//! - expiries beyond the horizon are filed at its end and re-filed each turn.
+//!
+//! [`ConnTable::expire`] walks the non-empty slots from `cur` up to `now`: each visit either
+//! expires an entry or re-files one whose expiry moved, so the work is amortised O(expired +
+//! moved), never a scan of the table. An entry whose expiry lies in the current tick but after
+//! `now` waits for a later call. After a gap longer than a whole turn the wheel is rebuilt once
+//! (O(entries)).
+//!
+//! # Bounds
+//!
+//! At most [`ConnTable::max`] entries (connections and templates together). When full, an insert
+//! is refused ([`FullPolicy::Refuse`]) or evicts the entry *nearest to its expiry*
+//! ([`FullPolicy::EvictOldest`]): under a SYN flood that is a half-open SYN_RECV entry (60 s), not
+//! an ESTABLISHED one (900 s). Both are counted. The slab grows in steps of 1/16 up to `max`,
+//! never beyond; the hash tables double as hashbrown does.
+//!
+//! # Templates pinned by their connections
+//!
+//! A connection inserted with `control: Some(template)` pins its template: like IPVS, an entry
+//! that still controls connections is neither expired nor evicted. When it falls due while pinned
+//! it is parked, and filed again once its last controlled connection is gone — due at once if its
+//! expiry has passed (the director may [`ConnTable::touch`] it first to give it a fresh period).
+//!
+//! Single-owner: one table per worker shard; nothing here locks. No clock, no I/O, no panics.
+
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::num::NonZeroU32;
+
+use hashbrown::HashTable;
+use rvs_wire::parse::FlowKey;
+
+use crate::proto::ConnState;
+use crate::types::{FwdMethod, Time};
+
+/// Width of one timer-wheel tick: 2^26 ns ≈ 67.1 ms.
+pub const TICK_NS: Time = 1 << TICK_SHIFT;
+const TICK_SHIFT: u32 = 26;
+/// Number of timer-wheel slots (one turn ≈ 1126 s, longer than IPVS's default ESTABLISHED
+/// timeout, so most entries are visited once).
+pub const WHEEL_SLOTS: usize = 1 << WHEEL_BITS;
+const WHEEL_BITS: u32 = 14;
+const WHEEL: u64 = 1 << WHEEL_BITS;
+const WHEEL_MASK: u64 = WHEEL - 1;
+/// `Entry::slot` of an entry that is due but pinned by the connections it controls.
+const SLOT_PARKED: u16 = u16::MAX;
+/// `Entry::slot` of a free entry, or of a live one while the wheel is being rebuilt.
+const SLOT_NONE: u16 = u16::MAX - 1;
+/// "No entry" in the slab links.
+const NIL: u32 = u32::MAX;
+/// Most entries a table can hold (ids are `u32`, one value is the list terminator).
+pub const MAX_ENTRIES: usize = (u32::MAX - 1) as usize;
+/// Smallest slab growth step.
+const MIN_GROW: usize = 64;
+
+const META_C6: u8 = 1;
+const META_V6: u8 = 2;
+const META_D6: u8 = 4;
+const META_FWD_SHIFT: u32 = 4;
+
+#[inline]
+const fn tick(t: Time) -> u64 {
+    t >> TICK_SHIFT
+}
+
+/// Identifies an entry of a [`ConnTable`]: its slot and the slot's generation, so an id kept
+/// after its entry was removed never names the slot's next occupant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    index: u32,
+    generation: NonZeroU32,
+}
+
+impl ConnId {
+    /// The slab slot (for diagnostics; ids of different generations may share it).
+    pub const fn index(self) -> u32 {
+        self.index
+    }
+}
+
+/// What an insert into a full table does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FullPolicy {
+    /// Refuse the new entry (IPVS behaviour, the default).
+    #[default]
+    Refuse,
+    /// Evict the entry nearest to its expiry (at tick granularity), skipping pinned templates.
+    EvictOldest,
+}
+
+/// Entry flags (IPVS's `IP_VS_CONN_F_*` that the table cares about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ConnFlags(u8);
+
+impl ConnFlags {
+    /// No flag.
+    pub const NONE: ConnFlags = ConnFlags(0);
+    /// A persistence template: indexed apart from connections; its cport (and for port-0
+    /// services its vport) may be 0.
+    pub const TEMPLATE: ConnFlags = ConnFlags(1);
+    /// The client port is not known yet (IPVS's `NO_CPORT`): stored with cport 0, found by any
+    /// client port until [`ConnTable::fill_cport`] sets it.
+    pub const NO_CPORT: ConnFlags = ConnFlags(2);
+
+    /// The raw bits.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// True when every flag of `other` is set in `self`.
+    pub const fn contains(self, other: ConnFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// `self` with the flags of `other` added.
+    #[must_use]
+    pub const fn union(self, other: ConnFlags) -> ConnFlags {
+        ConnFlags(self.0 | other.0)
+    }
+
+    /// `self` with the flags of `other` removed.
+    #[must_use]
+    pub const fn difference(self, other: ConnFlags) -> ConnFlags {
+        ConnFlags(self.0 & !other.0)
+    }
+}
+
+impl core::ops::BitOr for ConnFlags {
+    type Output = ConnFlags;
+    fn bitor(self, rhs: ConnFlags) -> ConnFlags {
+        self.union(rhs)
+    }
+}
+
+/// A connection or template, as the director reads and writes it (decoded from the compact slab
+/// entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn {
+    /// Client side: protocol, caddr:cport → vaddr:vport.
+    pub key: FlowKey,
+    /// Dest address (RIP).
+    pub daddr: IpAddr,
+    /// Dest port.
+    pub dport: u16,
+    /// The dest's id in the director's arena (opaque to the table).
+    pub dest: u32,
+    /// Forwarding method; only [`FwdMethod::Masq`] entries are in the out index.
+    pub fwd: FwdMethod,
+    /// TCP/UDP state, or [`ConnState::Template`].
+    pub state: ConnState,
+    /// Flags.
+    pub flags: ConnFlags,
+    /// Absolute expiry time (ns on the caller's clock).
+    pub expires: Time,
+    /// The entry (persistence template) this one hangs off; it stays while this one lives.
+    pub control: Option<ConnId>,
+}
+
+impl Conn {
+    /// The key a dest's replies carry (protocol, daddr:dport → caddr:cport): the out-index key.
+    pub fn out_key(&self) -> FlowKey {
+        FlowKey {
+            protocol: self.key.protocol,
+            src: self.daddr,
+            sport: self.dport,
+            dst: self.key.src,
+            dport: self.key.sport,
+        }
+    }
+}
+
+/// Why an insert failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    /// The table holds its maximum and the policy refused (or nothing could be evicted).
+    #[error("connection table full")]
+    Full,
+    /// An entry with the same key exists in the same namespace (connections or templates).
+    #[error("an entry with this key exists")]
+    Exists(ConnId),
+}
+
+/// Table event counters (monotonic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ConnTableCounters {
+    /// Entries inserted.
+    pub inserted: u64,
+    /// Inserts refused because the table was full.
+    pub refused_full: u64,
+    /// Entries evicted to make room ([`FullPolicy::EvictOldest`]).
+    pub evicted: u64,
+    /// Entries removed by [`ConnTable::expire`].
+    pub expired: u64,
+    /// Entries removed by [`ConnTable::remove`].
+    pub removed: u64,
+}
+
+/// One slab slot, 96 bytes. Free slots have an even generation and chain through `next`.
+#[derive(Clone, Copy)]
+struct Entry {
+    caddr: [u8; 16],
+    vaddr: [u8; 16],
+    daddr: [u8; 16],
+    expires: Time,
+    /// Slot and generation of the controlling entry; `NIL` slot = none.
+    control: u32,
+    control_gen: u32,
+    /// Odd while occupied.
+    generation: u32,
+    /// Live entries whose `control` is this one.
+    n_control: u32,
+    dest: u32,
+    /// Wheel list links (free list: `next`).
+    prev: u32,
+    next: u32,
+    cport: u16,
+    vport: u16,
+    dport: u16,
+    /// Wheel slot, or `SLOT_PARKED` / `SLOT_NONE`.
+    slot: u16,
+    protocol: u8,
+    state: ConnState,
+    flags: ConnFlags,
+    /// Address families (`META_*`) and forwarding method.
+    meta: u8,
+}
+
+impl Entry {
+    const VACANT: Entry = Entry {
+        caddr: [0; 16],
+        vaddr: [0; 16],
+        daddr: [0; 16],
+        expires: 0,
+        control: NIL,
+        control_gen: 0,
+        generation: 0,
+        n_control: 0,
+        dest: 0,
+        prev: NIL,
+        next: NIL,
+        cport: 0,
+        vport: 0,
+        dport: 0,
+        slot: SLOT_NONE,
+        protocol: 0,
+        state: ConnState::Template,
+        flags: ConnFlags::NONE,
+        meta: 0,
+    };
+
+    #[inline]
+    fn is_live(&self) -> bool {
+        self.generation & 1 == 1
+    }
+
+    #[inline]
+    fn c6(&self) -> bool {
+        self.meta & META_C6 != 0
+    }
+
+    #[inline]
+    fn v6(&self) -> bool {
+        self.meta & META_V6 != 0
+    }
+
+    #[inline]
+    fn d6(&self) -> bool {
+        self.meta & META_D6 != 0
+    }
+
+    #[inline]
+    fn fwd(&self) -> FwdMethod {
+        match self.meta >> META_FWD_SHIFT {
+            0 => FwdMethod::Masq,
+            2 => FwdMethod::Tunnel,
+            _ => FwdMethod::DirectRoute,
+        }
+    }
+
+    #[inline]
+    fn is_template(&self) -> bool {
+        self.flags.contains(ConnFlags::TEMPLATE)
+    }
+
+    #[inline]
+    fn in_out_index(&self) -> bool {
+        !self.is_template() && self.fwd() == FwdMethod::Masq
+    }
+
+    #[inline]
+    fn matches_in(&self, k: &Packed) -> bool {
+        self.cport == k.sport
+            && self.vport == k.dport
+            && self.protocol == k.protocol
+            && self.caddr == k.src
+            && self.vaddr == k.dst
+            && self.c6() == k.src6
+            && self.v6() == k.dst6
+    }
+
+    #[inline]
+    fn matches_out(&self, k: &Packed) -> bool {
+        self.dport == k.sport
+            && self.cport == k.dport
+            && self.protocol == k.protocol
+            && self.daddr == k.src
+            && self.caddr == k.dst
+            && self.d6() == k.src6
+            && self.c6() == k.dst6
+    }
+
+    fn decode(&self) -> Conn {
+        Conn {
+            key: FlowKey {
+                protocol: self.protocol,
+                src: unpack(&self.caddr, self.c6()),
+                sport: self.cport,
+                dst: unpack(&self.vaddr, self.v6()),
+                dport: self.vport,
+            },
+            daddr: unpack(&self.daddr, self.d6()),
+            dport: self.dport,
+            dest: self.dest,
+            fwd: self.fwd(),
+            state: self.state,
+            flags: self.flags,
+            expires: self.expires,
+            control: make_id(self.control, self.control_gen),
+        }
+    }
+}
+
+#[inline]
+fn make_id(index: u32, generation: u32) -> Option<ConnId> {
+    if index == NIL {
+        return None;
+    }
+    NonZeroU32::new(generation).map(|generation| ConnId { index, generation })
+}
+
+#[inline]
+fn pack(a: IpAddr) -> ([u8; 16], bool) {
+    match a {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            ([a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], false)
+        }
+        IpAddr::V6(v6) => (v6.octets(), true),
+    }
+}
+
+#[inline]
+fn unpack(a: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    }
+}
+
+/// A lookup key in the slab's address form.
+struct Packed {
+    protocol: u8,
+    src: [u8; 16],
+    src6: bool,
+    sport: u16,
+    dst: [u8; 16],
+    dst6: bool,
+    dport: u16,
+}
+
+impl Packed {
+    #[inline]
+    fn new(k: &FlowKey) -> Packed {
+        let (src, src6) = pack(k.src);
+        let (dst, dst6) = pack(k.dst);
+        Packed {
+            protocol: k.protocol,
+            src,
+            src6,
+            sport: k.sport,
+            dst,
+            dst6,
+            dport: k.dport,
+        }
+    }
+}
+
+/// Seeded 64-bit hash of a (protocol, address, port, address, port) tuple: three folded 64×64→128
+/// multiplies over the address words, ports, protocol and families, keyed by six words derived
+/// from the seed.
+#[derive(Clone, Copy)]
+struct KeyHasher {
+    k: [u64; 6],
+}
+
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl KeyHasher {
+    fn new(seed: u64) -> KeyHasher {
+        // splitmix64: spreads any seed, including 0, into independent non-zero-ish words.
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) | 1
+        };
+        KeyHasher {
+            k: [next(), next(), next(), next(), next(), next()],
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn tuple(
+        &self,
+        protocol: u8,
+        src: &[u8; 16],
+        src6: bool,
+        sport: u16,
+        dst: &[u8; 16],
+        dst6: bool,
+        dport: u16,
+    ) -> u64 {
+        let s = u128::from_le_bytes(*src);
+        let d = u128::from_le_bytes(*dst);
+        let small = u64::from(sport)
+            | u64::from(dport) << 16
+            | u64::from(protocol) << 32
+            | u64::from(src6) << 40
+            | u64::from(dst6) << 41;
+        let a = fold(s as u64 ^ self.k[0], (s >> 64) as u64 ^ self.k[1]);
+        let b = fold(d as u64 ^ self.k[2], (d >> 64) as u64 ^ self.k[3]);
+        fold(a ^ small ^ self.k[4], b ^ self.k[5])
+    }
+
+    #[inline]
+    fn packed(&self, k: &Packed) -> u64 {
+        self.tuple(k.protocol, &k.src, k.src6, k.sport, &k.dst, k.dst6, k.dport)
+    }
+
+    #[inline]
+    fn entry_in(&self, e: &Entry) -> u64 {
+        self.tuple(
+            e.protocol,
+            &e.caddr,
+            e.c6(),
+            e.cport,
+            &e.vaddr,
+            e.v6(),
+            e.vport,
+        )
+    }
+
+    #[inline]
+    fn entry_out(&self, e: &Entry) -> u64 {
+        self.tuple(
+            e.protocol,
+            &e.daddr,
+            e.d6(),
+            e.dport,
+            &e.caddr,
+            e.c6(),
+            e.cport,
+        )
+    }
+}
+
+/// Which index an operation is about.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Index {
+    In,
+    Out,
+    Template,
+}
+
+/// The bounded connection table (see the module documentation).
+pub struct ConnTable {
+    slab: Vec<Entry>,
+    free_head: u32,
+    len: usize,
+    max: usize,
+    policy: FullPolicy,
+    hasher: KeyHasher,
+    idx_in: HashTable<u32>,
+    idx_out: HashTable<u32>,
+    idx_tpl: HashTable<u32>,
+    /// Live NO_CPORT connections (enables the cport-0 fallback lookup).
+    no_cport: usize,
+    /// Wheel list heads, allocated on first insert.
+    heads: Vec<u32>,
+    /// One bit per non-empty slot.
+    bits: Vec<u64>,
+    /// Entries filed in the wheel.
+    filed: usize,
+    /// First tick not yet fully processed; every filed entry's tick is in `[cur, cur + WHEEL)`.
+    cur: u64,
+    counters: ConnTableCounters,
+}
+
+impl fmt::Debug for ConnTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnTable")
+            .field("len", &self.len)
+            .field("max", &self.max)
+            .field("policy", &self.policy)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnTable {
+    /// An empty table holding at most `max` entries (capped at [`MAX_ENTRIES`]); nothing is
+    /// allocated until the first insert.
+    pub fn new(max: usize, policy: FullPolicy, seed: u64) -> Self {
+        ConnTable {
+            slab: Vec::new(),
+            free_head: NIL,
+            len: 0,
+            max: max.min(MAX_ENTRIES),
+            policy,
+            hasher: KeyHasher::new(seed),
+            idx_in: HashTable::new(),
+            idx_out: HashTable::new(),
+            idx_tpl: HashTable::new(),
+            no_cport: 0,
+            heads: Vec::new(),
+            bits: Vec::new(),
+            filed: 0,
+            cur: 0,
+            counters: ConnTableCounters::default(),
+        }
+    }
+
+    /// Number of entries (connections and templates).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the table holds nothing.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The maximum number of entries.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Change the maximum; below the current length nothing is dropped, new entries are refused
+    /// (whatever the policy) until expiry and removals bring the length below it.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.min(MAX_ENTRIES);
+    }
+
+    /// The policy when full.
+    pub fn policy(&self) -> FullPolicy {
+        self.policy
+    }
+
+    /// Change the policy when full.
+    pub fn set_policy(&mut self, policy: FullPolicy) {
+        self.policy = policy;
+    }
+
+    /// The event counters.
+    pub fn counters(&self) -> ConnTableCounters {
+        self.counters
+    }
+
+    /// Heap bytes held by the table: slab capacity × entry size, the three hash tables' buckets
+    /// and control bytes, and the timer wheel.
+    pub fn memory_bytes(&self) -> usize {
+        self.slab.capacity() * core::mem::size_of::<Entry>()
+            + self.idx_in.allocation_size()
+            + self.idx_out.allocation_size()
+            + self.idx_tpl.allocation_size()
+            + self.heads.capacity() * 4
+            + self.bits.capacity() * 8
+    }
+
+    /// Insert an entry: a template if `conn.flags` has [`ConnFlags::TEMPLATE`], else a
+    /// connection (also in the out index when NAT). Returns its id and, when room was made by
+    /// eviction, the evicted entry (so the caller can fix its dest's counters).
+    ///
+    /// A `NO_CPORT` connection is stored with cport 0. A `control` id that is stale is stored as
+    /// `None`; a live one is pinned until this entry goes. `now` lets an empty wheel catch up.
+    pub fn insert(&mut self, conn: Conn, now: Time) -> Result<(ConnId, Option<Conn>), InsertError> {
+        let mut conn = conn;
+        let template = conn.flags.contains(ConnFlags::TEMPLATE);
+        let no_cport = !template && conn.flags.contains(ConnFlags::NO_CPORT);
+        if no_cport {
+            conn.key.sport = 0;
+        }
+        let key = Packed::new(&conn.key);
+        let h = self.hasher.packed(&key);
+        let which = if template { Index::Template } else { Index::In };
+        if let Some(i) = self.find(which, h, &key) {
+            return Err(InsertError::Exists(self.id_of(i).ok_or(InsertError::Full)?));
+        }
+
+        let control = conn.control.and_then(|c| self.live_index(c));
+        let mut evicted = None;
+        if self.len >= self.max {
+            let victim = match self.policy {
+                FullPolicy::EvictOldest if self.len == self.max => {
+                    self.evict_candidate(control.unwrap_or(NIL))
+                }
+                _ => None,
+            };
+            let Some(v) = victim else {
+                self.counters.refused_full += 1;
+                return Err(InsertError::Full);
+            };
+            evicted = Some(self.free_entry(v));
+            self.counters.evicted += 1;
+        }
+        let Some(i) = self.alloc() else {
+            self.counters.refused_full += 1;
+            return Err(InsertError::Full);
+        };
+        if self.heads.is_empty() {
+            self.heads = vec![NIL; WHEEL_SLOTS];
+            self.bits = vec![0; WHEEL_SLOTS / 64];
+        }
+        if self.filed == 0 {
+            // Nothing is waiting in the wheel: the cursor may jump to now.
+            self.cur = self.cur.max(tick(now));
+        }
+
+        let (daddr, d6) = pack(conn.daddr);
+        let fwd_bits: u8 = match conn.fwd {
+            FwdMethod::Masq => 0,
+            FwdMethod::DirectRoute => 1,
+            FwdMethod::Tunnel => 2,
+        };
+        let (control_idx, control_gen) = match (control, conn.control) {
+            (Some(ci), Some(id)) => (ci, id.generation.get()),
+            _ => (NIL, 0),
+        };
+        let Some(e) = self.slab.get_mut(i as usize) else {
+            return Err(InsertError::Full);
+        };
+        let generation = e.generation.wrapping_add(1) | 1;
+        *e = Entry {
+            caddr: key.src,
+            vaddr: key.dst,
+            daddr,
+            expires: conn.expires,
+            control: control_idx,
+            control_gen,
+            generation,
+            n_control: 0,
+            dest: conn.dest,
+            prev: NIL,
+            next: NIL,
+            cport: key.sport,
+            vport: key.dport,
+            dport: conn.dport,
+            slot: SLOT_NONE,
+            protocol: key.protocol,
+            state: conn.state,
+            flags: conn.flags,
+            meta: (u8::from(key.src6) * META_C6)
+                | (u8::from(key.dst6) * META_V6)
+                | (u8::from(d6) * META_D6)
+                | (fwd_bits << META_FWD_SHIFT),
+        };
+        let in_out = e.in_out_index();
+        let out_h = if in_out { self.hasher.entry_out(e) } else { 0 };
+        self.index_insert(which, h, i);
+        if in_out {
+            self.index_insert(Index::Out, out_h, i);
+        }
+        if no_cport {
+            self.no_cport += 1;
+        }
+        if let Some(c) = self.slab.get_mut(control_idx as usize) {
+            c.n_control = c.n_control.saturating_add(1);
+        }
+        self.file(i, conn.expires);
+        self.len += 1;
+        self.counters.inserted += 1;
+        let id = ConnId {
+            index: i,
+            generation: NonZeroU32::new(generation).ok_or(InsertError::Full)?,
+        };
+        Ok((id, evicted))
+    }
+
+    /// The connection a client → VIP packet with this key belongs to (templates excluded); falls
+    /// back to a `NO_CPORT` connection when one exists.
+    #[inline]
+    pub fn lookup_in(&self, key: &FlowKey) -> Option<ConnId> {
+        let mut k = Packed::new(key);
+        let found = self.find(Index::In, self.hasher.packed(&k), &k);
+        match found {
+            Some(i) => self.id_of(i),
+            None if self.no_cport > 0 && k.sport != 0 => {
+                k.sport = 0;
+                let h = self.hasher.packed(&k);
+                let i = self.idx_in.find(h, |&i| {
+                    self.slab
+                        .get(i as usize)
+                        .is_some_and(|e| e.flags.contains(ConnFlags::NO_CPORT) && e.matches_in(&k))
+                })?;
+                self.id_of(*i)
+            }
+            None => None,
+        }
+    }
+
+    /// The NAT connection a dest → client packet belongs to: `key` is what the dest sends
+    /// (protocol, daddr:dport → caddr:cport). Only [`FwdMethod::Masq`] connections are found.
+    #[inline]
+    pub fn lookup_out(&self, key: &FlowKey) -> Option<ConnId> {
+        let k = Packed::new(key);
+        let i = self.find(Index::Out, self.hasher.packed(&k), &k)?;
+        self.id_of(i)
+    }
+
+    /// The persistence template with this key (templates only).
+    #[inline]
+    pub fn lookup_template(&self, key: &FlowKey) -> Option<ConnId> {
+        let k = Packed::new(key);
+        let i = self.find(Index::Template, self.hasher.packed(&k), &k)?;
+        self.id_of(i)
+    }
+
+    /// The entry, decoded; `None` when the id is stale.
+    #[inline]
+    pub fn get(&self, id: ConnId) -> Option<Conn> {
+        let i = self.live_index(id)?;
+        self.slab.get(i as usize).map(Entry::decode)
+    }
+
+    /// True while the id names a live entry.
+    #[inline]
+    pub fn contains(&self, id: ConnId) -> bool {
+        self.live_index(id).is_some()
+    }
+
+    /// Set the expiry time. Earlier than before: re-filed now; later: re-filed lazily. False
+    /// when the id is stale.
+    #[inline]
+    pub fn touch(&mut self, id: ConnId, expires: Time) -> bool {
+        let Some(i) = self.live_index(id) else {
+            return false;
+        };
+        let cur = self.cur;
+        let Some(e) = self.slab.get_mut(i as usize) else {
+            return false;
+        };
+        e.expires = expires;
+        if u64::from(e.slot) < WHEEL {
+            let filed = cur + ((u64::from(e.slot).wrapping_sub(cur)) & WHEEL_MASK);
+            let due = tick(expires).max(cur);
+            if due < filed {
+                self.unlink(i);
+                self.file(i, expires);
+            }
+        }
+        true
+    }
+
+    /// Set the state and the expiry time (see [`ConnTable::touch`]). False when the id is stale.
+    #[inline]
+    pub fn set_state(&mut self, id: ConnId, state: ConnState, expires: Time) -> bool {
+        let Some(i) = self.live_index(id) else {
+            return false;
+        };
+        if let Some(e) = self.slab.get_mut(i as usize) {
+            e.state = state;
+        }
+        self.touch(id, expires)
+    }
+
+    /// Rebind the entry to another dest id (the director's arena). False when the id is stale.
+    pub fn set_dest(&mut self, id: ConnId, dest: u32) -> bool {
+        let Some(i) = self.live_index(id) else {
+            return false;
+        };
+        match self.slab.get_mut(i as usize) {
+            Some(e) => {
+                e.dest = dest;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Give a `NO_CPORT` connection its client port (IPVS's `ip_vs_conn_fill_cport`), re-indexing
+    /// it. False when the id is stale, the entry is not `NO_CPORT`, or the completed key exists.
+    pub fn fill_cport(&mut self, id: ConnId, cport: u16) -> bool {
+        let Some(i) = self.live_index(id) else {
+            return false;
+        };
+        let Some(e) = self.slab.get(i as usize).copied() else {
+            return false;
+        };
+        if !e.flags.contains(ConnFlags::NO_CPORT) || e.is_template() {
+            return false;
+        }
+        let mut filled = e;
+        filled.cport = cport;
+        let probe = Packed {
+            protocol: e.protocol,
+            src: e.caddr,
+            src6: e.c6(),
+            sport: cport,
+            dst: e.vaddr,
+            dst6: e.v6(),
+            dport: e.vport,
+        };
+        if self
+            .find(Index::In, self.hasher.packed(&probe), &probe)
+            .is_some()
+        {
+            return false;
+        }
+        self.index_remove(Index::In, self.hasher.entry_in(&e), i);
+        if e.in_out_index() {
+            self.index_remove(Index::Out, self.hasher.entry_out(&e), i);
+        }
+        if let Some(slot) = self.slab.get_mut(i as usize) {
+            slot.cport = cport;
+            slot.flags = slot.flags.difference(ConnFlags::NO_CPORT);
+        }
+        self.index_insert(Index::In, self.hasher.entry_in(&filled), i);
+        if e.in_out_index() {
+            self.index_insert(Index::Out, self.hasher.entry_out(&filled), i);
+        }
+        self.no_cport = self.no_cport.saturating_sub(1);
+        true
+    }
+
+    /// Remove an entry and return it; `None` when the id is stale. Entries it controlled keep a
+    /// stale `control` id.
+    pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let i = self.live_index(id)?;
+        let c = self.free_entry(i);
+        self.counters.removed += 1;
+        Some(c)
+    }
+
+    /// Remove up to `max_items` entries whose expiry is `<= now` (pinned templates excepted),
+    /// appending them to `out`; returns how many. Amortised O(expired + re-filed): see the module
+    /// documentation.
+    pub fn expire(&mut self, now: Time, max_items: usize, out: &mut Vec<Conn>) -> usize {
+        let mut n = 0;
+        if max_items == 0 || self.heads.is_empty() {
+            return 0;
+        }
+        let tn = tick(now);
+        if tn >= self.cur + WHEEL {
+            self.rebuild(now, max_items, out, &mut n);
+        }
+        while n < max_items {
+            let t = match self.next_filed_tick(self.cur) {
+                Some(t) if t <= tn => t,
+                _ => {
+                    self.cur = self.cur.max(tn);
+                    break;
+                }
+            };
+            self.cur = t;
+            self.run_slot(t, now, max_items, out, &mut n);
+            if t == tn {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Every entry with its id, in slab order.
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, Conn)> + '_ {
+        self.slab.iter().enumerate().filter_map(|(i, e)| {
+            let id = make_id(u32::try_from(i).ok()?, e.generation)?;
+            e.is_live().then(|| (id, e.decode()))
+        })
+    }
+
+    // ---- internals ----------------------------------------------------------------------
+
+    #[inline]
+    fn live_index(&self, id: ConnId) -> Option<u32> {
+        let e = self.slab.get(id.index as usize)?;
+        (e.generation == id.generation.get()).then_some(id.index)
+    }
+
+    #[inline]
+    fn id_of(&self, i: u32) -> Option<ConnId> {
+        let e = self.slab.get(i as usize)?;
+        make_id(i, e.generation)
+    }
+
+    #[inline]
+    fn find(&self, which: Index, h: u64, k: &Packed) -> Option<u32> {
+        let slab = &self.slab;
+        let found = match which {
+            Index::In => self.idx_in.find(h, |&i| {
+                slab.get(i as usize).is_some_and(|e| e.matches_in(k))
+            }),
+            Index::Template => self.idx_tpl.find(h, |&i| {
+                slab.get(i as usize).is_some_and(|e| e.matches_in(k))
+            }),
+            Index::Out => self.idx_out.find(h, |&i| {
+                slab.get(i as usize).is_some_and(|e| e.matches_out(k))
+            }),
+        };
+        found.copied()
+    }
+
+    fn index_insert(&mut self, which: Index, h: u64, i: u32) {
+        let slab = &self.slab;
+        let hasher = self.hasher;
+        match which {
+            Index::In => {
+                self.idx_in.insert_unique(h, i, |&j| {
+                    slab.get(j as usize).map_or(0, |e| hasher.entry_in(e))
+                });
+            }
+            Index::Template => {
+                self.idx_tpl.insert_unique(h, i, |&j| {
+                    slab.get(j as usize).map_or(0, |e| hasher.entry_in(e))
+                });
+            }
+            Index::Out => {
+                self.idx_out.insert_unique(h, i, |&j| {
+                    slab.get(j as usize).map_or(0, |e| hasher.entry_out(e))
+                });
+            }
+        }
+    }
+
+    fn index_remove(&mut self, which: Index, h: u64, i: u32) {
+        let table = match which {
+            Index::In => &mut self.idx_in,
+            Index::Out => &mut self.idx_out,
+            Index::Template => &mut self.idx_tpl,
+        };
+        if let Ok(entry) = table.find_entry(h, |&j| j == i) {
+            entry.remove();
+        }
+    }
+
+    /// A free slot: from the free list, or a new one (growing the slab by 1/16, up to `max`).
+    fn alloc(&mut self) -> Option<u32> {
+        if self.free_head != NIL {
+            let i = self.free_head;
+            self.free_head = self.slab.get(i as usize).map_or(NIL, |e| e.next);
+            return Some(i);
+        }
+        let n = self.slab.len();
+        if n >= MAX_ENTRIES {
+            return None;
+        }
+        if n == self.slab.capacity() {
+            let limit = self.max.max(n + 1);
+            let target = (n + (n / 16).max(MIN_GROW)).min(limit);
+            self.slab.reserve_exact(target - n);
+        }
+        self.slab.push(Entry::VACANT);
+        u32::try_from(n).ok()
+    }
+
+    /// Unlink entry `i` from everything and free its slot; returns it decoded.
+    fn free_entry(&mut self, i: u32) -> Conn {
+        self.unlink(i);
+        let Some(e) = self.slab.get(i as usize).copied() else {
+            return Entry::VACANT.decode();
+        };
+        let conn = e.decode();
+        if e.is_template() {
+            self.index_remove(Index::Template, self.hasher.entry_in(&e), i);
+        } else {
+            self.index_remove(Index::In, self.hasher.entry_in(&e), i);
+            if e.in_out_index() {
+                self.index_remove(Index::Out, self.hasher.entry_out(&e), i);
+            }
+            if e.flags.contains(ConnFlags::NO_CPORT) {
+                self.no_cport = self.no_cport.saturating_sub(1);
+            }
+        }
+        // Release the controlling entry; once nothing pins it, a parked one is filed again.
+        let mut unpinned = None;
+        if let Some(c) = self.slab.get_mut(e.control as usize)
+            && c.generation == e.control_gen
+            && c.is_live()
+        {
+            c.n_control = c.n_control.saturating_sub(1);
+            if c.n_control == 0 && c.slot == SLOT_PARKED {
+                c.slot = SLOT_NONE;
+                unpinned = Some(c.expires);
+            }
+        }
+        if let Some(expires) = unpinned {
+            self.file(e.control, expires);
+        }
+        if let Some(slot) = self.slab.get_mut(i as usize) {
+            slot.generation = slot.generation.wrapping_add(1) & !1;
+            slot.next = self.free_head;
+            slot.prev = NIL;
+            slot.slot = SLOT_NONE;
+            slot.control = NIL;
+            slot.n_control = 0;
+        }
+        self.free_head = i;
+        self.len = self.len.saturating_sub(1);
+        conn
+    }
+
+    /// File entry `i` (not currently in any list) at the tick of `expires`, clamped to the wheel.
+    fn file(&mut self, i: u32, expires: Time) {
+        let t = tick(expires).clamp(self.cur, self.cur + WHEEL - 1);
+        let s = (t & WHEEL_MASK) as usize;
+        let Some(&head) = self.heads.get(s) else {
+            return;
+        };
+        if let Some(e) = self.slab.get_mut(i as usize) {
+            e.prev = NIL;
+            e.next = head;
+            e.slot = s as u16;
+        } else {
+            return;
+        }
+        match self.slab.get_mut(head as usize) {
+            Some(h) => h.prev = i,
+            None => {
+                if let Some(w) = self.bits.get_mut(s / 64) {
+                    *w |= 1 << (s % 64);
+                }
+            }
+        }
+        if let Some(h) = self.heads.get_mut(s) {
+            *h = i;
+        }
+        self.filed += 1;
+    }
+
+    /// Take entry `i` out of its wheel list (no-op when parked or not filed).
+    fn unlink(&mut self, i: u32) {
+        let Some(e) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        let (prev, next, slot) = (e.prev, e.next, e.slot);
+        if u64::from(slot) >= WHEEL {
+            return;
+        }
+        e.prev = NIL;
+        e.next = NIL;
+        e.slot = SLOT_NONE;
+        let s = usize::from(slot);
+        match self.slab.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => {
+                if let Some(h) = self.heads.get_mut(s) {
+                    *h = next;
+                }
+                if next == NIL
+                    && let Some(w) = self.bits.get_mut(s / 64)
+                {
+                    *w &= !(1 << (s % 64));
+                }
+            }
+        }
+        if let Some(n) = self.slab.get_mut(next as usize) {
+            n.prev = prev;
+        }
+        self.filed = self.filed.saturating_sub(1);
+    }
+
+    /// The smallest tick `>= from` (and `< cur + WHEEL`) whose slot holds entries.
+    fn next_filed_tick(&self, from: u64) -> Option<u64> {
+        let end = self.cur + WHEEL;
+        if from >= end || self.filed == 0 {
+            return None;
+        }
+        let span = end - from;
+        let start = from & WHEEL_MASK;
+        let mut off = 0u64;
+        while off < span {
+            let pos = ((start + off) & WHEEL_MASK) as usize;
+            let bit = pos % 64;
+            let word = self.bits.get(pos / 64).copied().unwrap_or(0) >> bit;
+            if word != 0 {
+                let cand = off + u64::from(word.trailing_zeros());
+                return (cand < span).then_some(from + cand);
+            }
+            off += 64 - bit as u64;
+        }
+        None
+    }
+
+    /// Process the list of tick `t` (= `cur`): expire what is due, park what is pinned, re-file
+    /// what was extended.
+    fn run_slot(
+        &mut self,
+        t: u64,
+        now: Time,
+        max_items: usize,
+        out: &mut Vec<Conn>,
+        n: &mut usize,
+    ) {
+        let s = (t & WHEEL_MASK) as usize;
+        let mut i = self.heads.get(s).copied().unwrap_or(NIL);
+        while i != NIL && *n < max_items {
+            let Some(e) = self.slab.get(i as usize).copied() else {
+                break;
+            };
+            let next = e.next;
+            if e.expires <= now {
+                if e.n_control > 0 {
+                    self.unlink(i);
+                    if let Some(p) = self.slab.get_mut(i as usize) {
+                        p.slot = SLOT_PARKED;
+                    }
+                } else {
+                    out.push(self.free_entry(i));
+                    self.counters.expired += 1;
+                    *n += 1;
+                }
+            } else if tick(e.expires) > t {
+                self.unlink(i);
+                self.file(i, e.expires);
+            }
+            i = next;
+        }
+    }
+
+    /// After a gap of a whole wheel turn or more: take every filed entry out, move the cursor
+    /// to `now`, then expire (up to the budget), park or re-file each. O(entries + slots).
+    fn rebuild(&mut self, now: Time, max_items: usize, out: &mut Vec<Conn>, n: &mut usize) {
+        let mut chain = NIL;
+        for s in 0..WHEEL_SLOTS {
+            let mut i = self.heads.get(s).copied().unwrap_or(NIL);
+            if let Some(h) = self.heads.get_mut(s) {
+                *h = NIL;
+            }
+            while let Some(e) = self.slab.get_mut(i as usize) {
+                let next = e.next;
+                e.next = chain;
+                e.prev = NIL;
+                e.slot = SLOT_NONE;
+                chain = i;
+                i = next;
+            }
+        }
+        self.bits.fill(0);
+        self.filed = 0;
+        self.cur = tick(now);
+        let mut i = chain;
+        while let Some(e) = self.slab.get(i as usize).copied() {
+            let next = e.next;
+            if e.expires <= now && e.n_control > 0 {
+                if let Some(p) = self.slab.get_mut(i as usize) {
+                    p.slot = SLOT_PARKED;
+                    p.next = NIL;
+                }
+            } else if e.expires <= now && *n < max_items {
+                out.push(self.free_entry(i));
+                self.counters.expired += 1;
+                *n += 1;
+            } else {
+                self.file(i, e.expires);
+            }
+            i = next;
+        }
+    }
+
+    /// The entry to evict: the first unpinned one (other than `protect`) in tick order, after
+    /// re-filing the lazily extended ones met on the way.
+    fn evict_candidate(&mut self, protect: u32) -> Option<u32> {
+        let last = self.cur + WHEEL - 1;
+        let mut from = self.cur;
+        while let Some(t) = self.next_filed_tick(from) {
+            let s = (t & WHEEL_MASK) as usize;
+            let mut i = self.heads.get(s).copied().unwrap_or(NIL);
+            while let Some(e) = self.slab.get(i as usize).copied() {
+                let next = e.next;
+                if tick(e.expires).max(self.cur) > t && t < last {
+                    self.unlink(i);
+                    self.file(i, e.expires);
+                } else if e.n_control == 0 && i != protect {
+                    return Some(i);
+                }
+                i = next;
+            }
+            from = t + 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::proto::TcpState;
+    use crate::types::SEC;
+    use std::collections::HashMap;
+
+    const T0: Time = 1_700_000_000 * SEC;
+
+    fn v4(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn key(c: &str, cport: u16, v: &str, vport: u16) -> FlowKey {
+        FlowKey {
+            protocol: 6,
+            src: v4(c),
+            sport: cport,
+            dst: v4(v),
+            dport: vport,
+        }
+    }
+
+    fn conn(k: FlowKey, d: &str, fwd: FwdMethod, expires: Time) -> Conn {
+        Conn {
+            key: k,
+            daddr: v4(d),
+            dport: k.dport,
+            dest: 7,
+            fwd,
+            state: ConnState::Tcp(TcpState::Established),
+            flags: ConnFlags::NONE,
+            expires,
+            control: None,
+        }
+    }
+
+    fn nat(cport: u16, expires: Time) -> Conn {
+        conn(
+            key("198.51.100.1", cport, "192.0.2.10", 80),
+            "10.0.0.2",
+            FwdMethod::Masq,
+            expires,
+        )
+    }
+
+    fn table(max: usize, policy: FullPolicy) -> ConnTable {
+        ConnTable::new(max, policy, 0x5eed)
+    }
+
+    fn ins(t: &mut ConnTable, c: Conn) -> ConnId {
+        t.insert(c, T0).unwrap().0
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(core::mem::size_of::<Entry>(), 96);
+        assert_eq!(core::mem::size_of::<Option<ConnId>>(), 8);
+    }
+
+    #[test]
+    fn insert_lookup_remove_v4_and_v6() {
+        let mut t = table(16, FullPolicy::Refuse);
+        let c4 = nat(40000, T0 + SEC);
+        let k6 = FlowKey {
+            protocol: 17,
+            src: "2001:db8::1".parse().unwrap(),
+            sport: 5353,
+            dst: "2001:db8::10".parse().unwrap(),
+            dport: 53,
+        };
+        let mut c6 = conn(k6, "10.0.0.1", FwdMethod::DirectRoute, T0 + SEC);
+        c6.daddr = "2001:db8:1::2".parse().unwrap();
+        c6.state = ConnState::Udp;
+        let a = ins(&mut t, c4);
+        let b = ins(&mut t, c6);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.lookup_in(&c4.key), Some(a));
+        assert_eq!(t.lookup_in(&k6), Some(b));
+        assert_eq!(t.get(a), Some(c4));
+        assert_eq!(t.get(b), Some(c6));
+        // Same bytes, other family: not the same key.
+        let mapped = FlowKey {
+            src: "c633:6401::".parse().unwrap(),
+            dst: "c000:20a::".parse().unwrap(),
+            ..c4.key
+        };
+        assert_eq!(t.lookup_in(&mapped), None);
+        assert_eq!(
+            t.lookup_in(&key("198.51.100.1", 40001, "192.0.2.10", 80)),
+            None
+        );
+        assert_eq!(t.remove(a), Some(c4));
+        assert_eq!(t.lookup_in(&c4.key), None);
+        assert_eq!(t.lookup_out(&c4.out_key()), None);
+        assert_eq!(t.remove(a), None);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.counters().removed, 1);
+        assert_eq!(t.counters().inserted, 2);
+    }
+
+    #[test]
+    fn out_index_is_nat_only() {
+        let mut t = table(16, FullPolicy::Refuse);
+        let n = nat(1000, T0 + SEC);
+        let dr = conn(
+            key("198.51.100.1", 1001, "192.0.2.10", 80),
+            "10.0.0.2",
+            FwdMethod::DirectRoute,
+            T0 + SEC,
+        );
+        let tun = conn(
+            key("198.51.100.1", 1002, "192.0.2.10", 80),
+            "10.0.0.2",
+            FwdMethod::Tunnel,
+            T0,
+        );
+        let a = ins(&mut t, n);
+        let b = ins(&mut t, dr);
+        let c = ins(&mut t, tun);
+        let reply = FlowKey {
+            protocol: 6,
+            src: v4("10.0.0.2"),
+            sport: 80,
+            dst: v4("198.51.100.1"),
+            dport: 1000,
+        };
+        assert_eq!(n.out_key(), reply);
+        assert_eq!(t.lookup_out(&reply), Some(a));
+        assert_eq!(t.lookup_out(&dr.out_key()), None);
+        assert_eq!(t.lookup_out(&tun.out_key()), None);
+        assert_eq!(t.lookup_in(&dr.key), Some(b));
+        assert_eq!(t.lookup_in(&tun.key), Some(c));
+        // The in key does not find the out index and vice versa.
+        assert_eq!(t.lookup_out(&n.key), None);
+        assert_eq!(t.lookup_in(&reply), None);
+    }
+
+    #[test]
+    fn templates_are_a_separate_namespace() {
+        let mut t = table(16, FullPolicy::Refuse);
+        let k = key("198.51.100.1", 0, "192.0.2.10", 80);
+        let mut tpl = conn(k, "10.0.0.2", FwdMethod::Masq, T0 + 300 * SEC);
+        tpl.flags = ConnFlags::TEMPLATE;
+        tpl.state = ConnState::Template;
+        let c = conn(k, "10.0.0.3", FwdMethod::Masq, T0 + SEC);
+        let ti = ins(&mut t, tpl);
+        let ci = ins(&mut t, c);
+        assert_ne!(ti, ci);
+        assert_eq!(t.lookup_template(&k), Some(ti));
+        assert_eq!(t.lookup_in(&k), Some(ci));
+        assert_eq!(t.lookup_out(&c.out_key()), Some(ci));
+        assert_eq!(
+            t.lookup_out(&tpl.out_key()),
+            None,
+            "templates are not in the out index"
+        );
+        assert_eq!(t.insert(tpl, T0), Err(InsertError::Exists(ti)));
+        assert_eq!(t.insert(c, T0), Err(InsertError::Exists(ci)));
+        t.remove(ti);
+        assert_eq!(t.lookup_template(&k), None);
+        assert_eq!(t.lookup_in(&k), Some(ci));
+    }
+
+    #[test]
+    fn refuse_when_full_is_counted_and_bounded() {
+        let mut t = table(3, FullPolicy::Refuse);
+        for p in 0..3 {
+            ins(&mut t, nat(p, T0 + SEC));
+        }
+        assert_eq!(t.insert(nat(9, T0 + SEC), T0), Err(InsertError::Full));
+        assert_eq!(t.insert(nat(10, T0 + SEC), T0), Err(InsertError::Full));
+        assert_eq!(t.counters().refused_full, 2);
+        assert_eq!(t.len(), 3);
+        assert!(t.slab.capacity() <= 3, "slab never grows past max");
+        let mut zero = table(0, FullPolicy::EvictOldest);
+        assert_eq!(zero.insert(nat(1, T0), T0), Err(InsertError::Full));
+    }
+
+    #[test]
+    fn shrinking_max_refuses_until_below() {
+        for policy in [FullPolicy::Refuse, FullPolicy::EvictOldest] {
+            let mut t = table(4, policy);
+            let ids: Vec<_> = (0..4).map(|p| ins(&mut t, nat(p, T0 + SEC))).collect();
+            t.set_max(2);
+            assert_eq!(t.len(), 4, "nothing dropped");
+            assert_eq!(t.insert(nat(10, T0), T0), Err(InsertError::Full));
+            t.remove(ids[0]);
+            assert_eq!(t.insert(nat(10, T0), T0), Err(InsertError::Full), "3 > 2");
+            t.remove(ids[1]);
+            // At max now: Refuse refuses, EvictOldest evicts one.
+            let r = t.insert(nat(11, T0), T0);
+            match policy {
+                FullPolicy::Refuse => {
+                    assert_eq!(r, Err(InsertError::Full));
+                    t.remove(ids[2]);
+                    assert!(t.insert(nat(12, T0), T0).unwrap().1.is_none());
+                }
+                FullPolicy::EvictOldest => assert!(r.unwrap().1.is_some()),
+            }
+            assert_eq!(t.len(), 2);
+        }
+    }
+
+    #[test]
+    fn evict_oldest_takes_the_entry_nearest_expiry() {
+        let mut t = table(3, FullPolicy::EvictOldest);
+        let a = ins(&mut t, nat(1, T0 + 900 * SEC));
+        let b = ins(&mut t, nat(2, T0 + 60 * SEC));
+        let c = ins(&mut t, nat(3, T0 + 120 * SEC));
+        // b was extended past everyone since it was filed: c is now the nearest.
+        t.touch(b, T0 + 1000 * SEC);
+        let (d, ev) = t.insert(nat(4, T0 + 900 * SEC), T0).unwrap();
+        assert_eq!(ev, Some(nat(3, T0 + 120 * SEC)));
+        assert_eq!(t.get(c), None);
+        assert_eq!(t.counters().evicted, 1);
+        assert_eq!(t.len(), 3);
+        // Shortened entries are found at their new time.
+        t.touch(a, T0 + 5 * SEC);
+        let (_, ev) = t.insert(nat(5, T0 + 900 * SEC), T0).unwrap();
+        assert_eq!(ev.map(|c| c.key.sport), Some(1));
+        assert!(t.get(b).is_some() && t.get(d).is_some());
+        assert_eq!(t.counters().evicted, 2);
+    }
+
+    #[test]
+    fn eviction_skips_pinned_templates_and_the_new_entrys_template() {
+        let mut t = table(2, FullPolicy::EvictOldest);
+        let mut tpl = nat(0, T0 + SEC);
+        tpl.flags = ConnFlags::TEMPLATE;
+        let ti = ins(&mut t, tpl);
+        // The template is nearest to expiry, but the new conn hangs off it.
+        let mut c = nat(1, T0 + 900 * SEC);
+        c.control = Some(ti);
+        let ci = ins(&mut t, c);
+        assert_eq!(t.get(ci).unwrap().control, Some(ti));
+        // Full: the pinned template is skipped, the conn goes, which unpins the template.
+        let (_, ev) = t.insert(nat(2, T0 + 900 * SEC), T0).unwrap();
+        assert_eq!(ev.map(|c| c.key.sport), Some(1));
+        let (_, ev) = t.insert(nat(3, T0 + 900 * SEC), T0).unwrap();
+        assert_eq!(ev.map(|c| c.flags), Some(ConnFlags::TEMPLATE));
+    }
+
+    #[test]
+    fn expire_returns_exactly_the_due_ones_within_budget() {
+        let mut t = table(100, FullPolicy::Refuse);
+        let mut ids = Vec::new();
+        for p in 0..10u16 {
+            ids.push(ins(&mut t, nat(p, T0 + Time::from(p) * SEC)));
+        }
+        let mut out = Vec::new();
+        assert_eq!(t.expire(T0 + 3 * SEC, 100, &mut out), 4); // 0, 1, 2, 3 s
+        let mut got: Vec<u16> = out.iter().map(|c| c.key.sport).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2, 3]);
+        // Nothing more due at the same instant, nor 1 ns before the next one.
+        out.clear();
+        assert_eq!(t.expire(T0 + 3 * SEC, 100, &mut out), 0);
+        assert_eq!(t.expire(T0 + 4 * SEC - 1, 100, &mut out), 0);
+        // Budget respected, the rest comes next time.
+        assert_eq!(t.expire(T0 + 100 * SEC, 2, &mut out), 2);
+        assert_eq!(t.expire(T0 + 100 * SEC, 0, &mut out), 0);
+        assert_eq!(t.expire(T0 + 100 * SEC, 100, &mut out), 4);
+        assert_eq!(out.len(), 6);
+        assert!(t.is_empty());
+        assert_eq!(t.counters().expired, 10);
+        assert!(ids.iter().all(|&i| t.get(i).is_none()));
+    }
+
+    #[test]
+    fn expire_within_one_tick_is_exact_to_the_nanosecond() {
+        let mut t = table(10, FullPolicy::Refuse);
+        let base = T0 - T0 % TICK_NS;
+        let a = ins(&mut t, nat(1, base + 10));
+        let b = ins(&mut t, nat(2, base + 20));
+        let mut out = Vec::new();
+        assert_eq!(t.expire(base + 9, 10, &mut out), 0);
+        assert_eq!(t.expire(base + 10, 10, &mut out), 1);
+        assert!(t.get(a).is_none() && t.get(b).is_some());
+        assert_eq!(t.expire(base + 19, 10, &mut out), 0);
+        assert_eq!(t.expire(base + 25, 10, &mut out), 1);
+    }
+
+    #[test]
+    fn extended_entries_do_not_expire_early_and_shortened_ones_not_late() {
+        let mut t = table(10, FullPolicy::Refuse);
+        let ext = ins(&mut t, nat(1, T0 + 10 * SEC));
+        let short = ins(&mut t, nat(2, T0 + 900 * SEC));
+        t.touch(ext, T0 + 100 * SEC);
+        assert!(t.set_state(short, ConnState::Tcp(TcpState::Close), T0 + 5 * SEC));
+        let mut out = Vec::new();
+        assert_eq!(t.expire(T0 + 5 * SEC, 10, &mut out), 1);
+        assert_eq!(out[0].key.sport, 2);
+        assert_eq!(out[0].state, ConnState::Tcp(TcpState::Close));
+        assert_eq!(
+            t.expire(T0 + 99 * SEC, 10, &mut out),
+            0,
+            "extended: not at 10 s"
+        );
+        assert!(t.get(ext).is_some());
+        // Extend again (lazily re-filed twice), then shorten below the original.
+        t.touch(ext, T0 + 500 * SEC);
+        t.touch(ext, T0 + 150 * SEC);
+        assert_eq!(t.expire(T0 + 149 * SEC, 10, &mut out), 0);
+        assert_eq!(t.expire(T0 + 150 * SEC, 10, &mut out), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn far_expiries_and_time_jumps() {
+        let mut t = table(10, FullPolicy::Refuse);
+        let far = ins(&mut t, nat(1, T0 + 10_000 * SEC)); // beyond one wheel turn
+        let never = ins(&mut t, nat(2, Time::MAX));
+        let soon = ins(&mut t, nat(3, T0 + SEC));
+        let mut out = Vec::new();
+        // Walk time forward in 5-minute steps: the far entry is re-filed, never expired early.
+        let mut now = T0;
+        while now < T0 + 9_995 * SEC {
+            now += 300 * SEC;
+            t.expire(now.min(T0 + 9_999 * SEC), 100, &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        assert!(t.get(soon).is_none() && t.get(far).is_some());
+        // A jump of days: the wheel is rebuilt, the far entry goes, the endless one stays.
+        assert_eq!(t.expire(T0 + 3 * 86_400 * SEC, 100, &mut out), 1);
+        assert!(t.get(far).is_none() && t.get(never).is_some());
+        // Inserting after the jump still files correctly.
+        let later = T0 + 3 * 86_400 * SEC;
+        let x = t.insert(nat(4, later + SEC), later).unwrap().0;
+        assert_eq!(t.expire(later + SEC, 100, &mut out), 1);
+        assert!(t.get(x).is_none());
+        // Time going backwards is harmless.
+        assert_eq!(t.expire(T0, 100, &mut out), 0);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn rebuild_respects_the_budget() {
+        let mut t = table(100, FullPolicy::Refuse);
+        for p in 0..20 {
+            ins(&mut t, nat(p, T0 + SEC));
+        }
+        let mut out = Vec::new();
+        let late = T0 + 86_400 * SEC;
+        assert_eq!(t.expire(late, 5, &mut out), 5);
+        assert_eq!(t.expire(late, 100, &mut out), 15);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn stale_ids_never_reach_a_reused_slot() {
+        let mut t = table(1, FullPolicy::Refuse);
+        let a = ins(&mut t, nat(1, T0 + SEC));
+        t.remove(a);
+        let b = ins(&mut t, nat(2, T0 + SEC));
+        assert_eq!(a.index(), b.index(), "slot reused");
+        assert_ne!(a, b);
+        assert_eq!(t.get(a), None);
+        assert!(!t.touch(a, T0 + 99 * SEC));
+        assert!(!t.set_state(a, ConnState::Udp, T0));
+        assert!(!t.set_dest(a, 3));
+        assert_eq!(t.remove(a), None);
+        assert_eq!(t.get(b).unwrap().key.sport, 2);
+        assert_eq!(t.get(b).unwrap().expires, T0 + SEC);
+        let mut out = Vec::new();
+        t.expire(T0 + SEC, 10, &mut out);
+        let c = ins(&mut t, nat(3, T0 + SEC));
+        assert!(t.get(b).is_none() && t.get(c).is_some());
+    }
+
+    #[test]
+    fn templates_live_while_they_control_connections() {
+        let mut t = table(10, FullPolicy::Refuse);
+        let mut tpl = nat(0, T0 + 10 * SEC);
+        tpl.flags = ConnFlags::TEMPLATE;
+        tpl.state = ConnState::Template;
+        let ti = ins(&mut t, tpl);
+        let mut c = nat(1, T0 + 60 * SEC);
+        c.control = Some(ti);
+        let ci = ins(&mut t, c);
+        let mut out = Vec::new();
+        assert_eq!(t.expire(T0 + 30 * SEC, 10, &mut out), 0, "pinned");
+        assert!(t.get(ti).is_some());
+        assert_eq!(t.expire(T0 + 60 * SEC, 10, &mut out), 1);
+        assert_eq!(out[0].key.sport, 1);
+        // Unpinned and already due: goes at the next call.
+        assert_eq!(t.expire(T0 + 61 * SEC, 10, &mut out), 1);
+        assert_eq!(out[1].flags, ConnFlags::TEMPLATE);
+        assert!(t.is_empty());
+
+        // Removing a template leaves its connections with a stale control id.
+        let ti = ins(&mut t, tpl);
+        c.control = Some(ti);
+        let ci2 = ins(&mut t, c);
+        assert!(t.remove(ti).is_some());
+        assert_eq!(t.get(ci2).unwrap().control, Some(ti));
+        assert!(t.get(ti).is_none());
+        assert!(t.remove(ci2).is_some());
+        let _ = ci;
+        // A stale control at insert time is stored as None.
+        let mut d = nat(5, T0 + SEC);
+        d.control = Some(ti);
+        let di = ins(&mut t, d);
+        assert_eq!(t.get(di).unwrap().control, None);
+    }
+
+    #[test]
+    fn no_cport_connections() {
+        let mut t = table(10, FullPolicy::Refuse);
+        let mut c = nat(0, T0 + SEC);
+        c.flags = ConnFlags::NO_CPORT;
+        let id = ins(&mut t, c);
+        let k = key("198.51.100.1", 4242, "192.0.2.10", 80);
+        assert_eq!(t.lookup_in(&k), Some(id), "any client port");
+        assert!(t.fill_cport(id, 4242));
+        assert!(!t.fill_cport(id, 4243), "already filled");
+        assert_eq!(t.lookup_in(&k), Some(id));
+        assert_eq!(
+            t.lookup_in(&key("198.51.100.1", 4243, "192.0.2.10", 80)),
+            None
+        );
+        assert_eq!(t.get(id).unwrap().flags, ConnFlags::NONE);
+        let mut reply = c.out_key();
+        reply.dport = 4242;
+        assert_eq!(t.lookup_out(&reply), Some(id));
+        assert_eq!(t.no_cport, 0);
+    }
+
+    #[test]
+    fn iter_and_set_dest() {
+        let mut t = table(10, FullPolicy::Refuse);
+        let a = ins(&mut t, nat(1, T0 + SEC));
+        let b = ins(&mut t, nat(2, T0 + SEC));
+        t.remove(a);
+        assert!(t.set_dest(b, 42));
+        let all: Vec<_> = t.iter().collect();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, b);
+        assert_eq!(all[0].1.dest, 42);
+    }
+
+    #[test]
+    fn memory_is_lazy_and_bounded() {
+        let mut t = table(1000, FullPolicy::Refuse);
+        assert_eq!(t.memory_bytes(), 0);
+        for p in 0..1000 {
+            ins(&mut t, nat(p, T0 + SEC));
+        }
+        assert!(t.slab.capacity() <= 1000);
+        assert!(t.insert(nat(5000, T0), T0).is_err());
+        let mut u = table(100_000, FullPolicy::Refuse);
+        for p in 0..10_000u32 {
+            let mut c = nat((p & 0xffff) as u16, T0 + SEC);
+            c.key.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + p));
+            ins(&mut u, c);
+        }
+        assert!(u.slab.capacity() <= 10_000 + 10_000 / 16 + MIN_GROW);
+    }
+
+    // ---- property test against a plain model -------------------------------------------
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert {
+            client: u8,
+            port: u8,
+            v6: bool,
+            masq: bool,
+            template: bool,
+            exp: u32,
+            control: u8,
+        },
+        Remove(u8),
+        Touch(u8, u32),
+        SetState(u8, u32),
+        Expire {
+            advance: u32,
+            budget: u8,
+        },
+    }
+
+    fn op(far: bool) -> impl Strategy<Value = Op> {
+        // Expiry offsets in ms; `far` adds ones past the wheel horizon.
+        let exp = if far {
+            prop_oneof![0u32..200_000, 1_000_000u32..5_000_000].boxed()
+        } else {
+            (0u32..200_000).boxed()
+        };
+        let adv = if far {
+            prop_oneof![0u32..30_000, 1_200_000u32..3_000_000].boxed()
+        } else {
+            (0u32..30_000).boxed()
+        };
+        prop_oneof![
+            4 => (
+                (0u8..4, 0u8..6, any::<bool>(), any::<bool>()),
+                (prop::bool::weighted(0.2), exp.clone(), any::<u8>()),
+            )
+                .prop_map(|((client, port, v6, masq), (template, exp, control))| {
+                    Op::Insert { client, port, v6, masq, template, exp, control }
+                }),
+            1 => any::<u8>().prop_map(Op::Remove),
+            2 => (any::<u8>(), exp.clone()).prop_map(|(i, e)| Op::Touch(i, e)),
+            1 => (any::<u8>(), exp).prop_map(|(i, e)| Op::SetState(i, e)),
+            2 => (adv, 0u8..6).prop_map(|(advance, budget)| Op::Expire { advance, budget }),
+        ]
+    }
+
+    const MS: Time = 1_000_000;
+
+    fn model_key(client: u8, port: u8, v6: bool) -> FlowKey {
+        let (src, dst): (IpAddr, IpAddr) = if v6 {
+            (
+                format!("2001:db8::{client}").parse().unwrap(),
+                "2001:db8::ffff".parse().unwrap(),
+            )
+        } else {
+            (
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, client)),
+                v4("192.0.2.10"),
+            )
+        };
+        FlowKey {
+            protocol: 6,
+            src,
+            sport: u16::from(port),
+            dst,
+            dport: 80,
+        }
+    }
+
+    fn run_model(ops: Vec<Op>, max: usize, policy: FullPolicy, check_victims: bool) {
+        let mut t = ConnTable::new(max, policy, 42);
+        let mut live: HashMap<ConnId, Conn> = HashMap::new();
+        let mut issued: Vec<ConnId> = Vec::new();
+        let mut now = T0;
+        let mut counters = ConnTableCounters::default();
+        let pinned =
+            |live: &HashMap<ConnId, Conn>, id: ConnId| live.values().any(|c| c.control == Some(id));
+        for op in ops {
+            match op {
+                Op::Insert {
+                    client,
+                    port,
+                    v6,
+                    masq,
+                    template,
+                    exp,
+                    control,
+                } => {
+                    let k = model_key(client, if template { 0 } else { port }, v6);
+                    let mut c = Conn {
+                        key: k,
+                        daddr: if v6 {
+                            "2001:db8:1::1".parse().unwrap()
+                        } else {
+                            v4("10.0.0.1")
+                        },
+                        dport: 8080,
+                        dest: u32::from(client),
+                        fwd: if masq {
+                            FwdMethod::Masq
+                        } else {
+                            FwdMethod::DirectRoute
+                        },
+                        state: if template {
+                            ConnState::Template
+                        } else {
+                            ConnState::Tcp(TcpState::SynRecv)
+                        },
+                        flags: if template {
+                            ConnFlags::TEMPLATE
+                        } else {
+                            ConnFlags::NONE
+                        },
+                        expires: now + Time::from(exp) * MS,
+                        control: None,
+                    };
+                    if !template && !issued.is_empty() {
+                        let cand = issued[usize::from(control) % issued.len()];
+                        if live
+                            .get(&cand)
+                            .is_some_and(|x| x.flags.contains(ConnFlags::TEMPLATE))
+                        {
+                            c.control = Some(cand);
+                        }
+                    }
+                    let dup = live.iter().find(|(_, x)| {
+                        x.key == c.key && x.flags.contains(ConnFlags::TEMPLATE) == template
+                    });
+                    let r = t.insert(c, now);
+                    if let Some((&id, _)) = dup {
+                        assert_eq!(r, Err(InsertError::Exists(id)));
+                        continue;
+                    }
+                    match r {
+                        Ok((id, evicted)) => {
+                            if let Some(v) = evicted {
+                                assert_eq!(policy, FullPolicy::EvictOldest);
+                                assert_eq!(live.len(), max);
+                                let (&vid, _) = live
+                                    .iter()
+                                    .find(|(_, x)| **x == v)
+                                    .expect("victim was live");
+                                assert!(!pinned(&live, vid), "pinned entries are not evicted");
+                                assert_ne!(Some(vid), c.control);
+                                if check_victims {
+                                    let m = tick(now);
+                                    let vt = tick(v.expires).max(m);
+                                    for (&oid, o) in &live {
+                                        if !pinned(&live, oid) && Some(oid) != c.control {
+                                            assert!(
+                                                vt <= tick(o.expires).max(m),
+                                                "victim not nearest"
+                                            );
+                                        }
+                                    }
+                                }
+                                live.remove(&vid);
+                                counters.evicted += 1;
+                            } else {
+                                assert!(live.len() < max);
+                            }
+                            live.insert(id, c);
+                            issued.push(id);
+                            counters.inserted += 1;
+                        }
+                        Err(e) => {
+                            assert_eq!(e, InsertError::Full);
+                            assert!(live.len() >= max);
+                            if policy == FullPolicy::EvictOldest && live.len() == max {
+                                let evictable = live
+                                    .keys()
+                                    .any(|&id| !pinned(&live, id) && Some(id) != c.control);
+                                assert!(!evictable, "refused although something was evictable");
+                            }
+                            counters.refused_full += 1;
+                        }
+                    }
+                }
+                Op::Remove(i) => {
+                    if issued.is_empty() {
+                        continue;
+                    }
+                    let id = issued[usize::from(i) % issued.len()];
+                    let r = live.remove(&id);
+                    assert_eq!(t.remove(id), r);
+                    if r.is_some() {
+                        counters.removed += 1;
+                    }
+                }
+                Op::Touch(i, exp) | Op::SetState(i, exp) => {
+                    if issued.is_empty() {
+                        continue;
+                    }
+                    let id = issued[usize::from(i) % issued.len()];
+                    let e = now + Time::from(exp) * MS;
+                    let ok = if matches!(op, Op::Touch(..)) {
+                        t.touch(id, e)
+                    } else {
+                        t.set_state(id, ConnState::Tcp(TcpState::Close), e)
+                    };
+                    assert_eq!(ok, live.contains_key(&id));
+                    if let Some(c) = live.get_mut(&id) {
+                        c.expires = e;
+                        if matches!(op, Op::SetState(..)) {
+                            c.state = ConnState::Tcp(TcpState::Close);
+                        }
+                    }
+                }
+                Op::Expire { advance, budget } => {
+                    now += Time::from(advance) * MS;
+                    let budget = usize::from(budget);
+                    let due_before: Vec<ConnId> = live
+                        .iter()
+                        .filter(|(id, c)| c.expires <= now && !pinned(&live, **id))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let mut out = Vec::new();
+                    let n = t.expire(now, budget, &mut out);
+                    assert_eq!(n, out.len());
+                    assert!(n <= budget);
+                    for c in &out {
+                        assert!(c.expires <= now, "expired early");
+                        let (&id, _) = live
+                            .iter()
+                            .find(|(_, x)| *x == c)
+                            .expect("expired a live entry");
+                        live.remove(&id);
+                        assert!(!pinned(&live, id), "expired a pinned entry");
+                    }
+                    if n < budget {
+                        for id in &due_before {
+                            assert!(!live.contains_key(id), "due entry left behind");
+                        }
+                    }
+                    counters.expired += n as u64;
+                }
+            }
+            // The table agrees with the model.
+            assert_eq!(t.len(), live.len());
+            assert_eq!(t.counters(), counters);
+            for (&id, c) in &live {
+                assert_eq!(t.get(id).as_ref(), Some(c));
+                if c.flags.contains(ConnFlags::TEMPLATE) {
+                    assert_eq!(t.lookup_template(&c.key), Some(id));
+                } else {
+                    assert_eq!(t.lookup_in(&c.key), Some(id));
+                    let out = t.lookup_out(&c.out_key());
+                    if c.fwd == FwdMethod::Masq {
+                        let o = out.and_then(|o| live.get(&o)).expect("out lookup");
+                        assert_eq!(o.out_key(), c.out_key());
+                    } else if let Some(o) = out {
+                        assert_eq!(live[&o].fwd, FwdMethod::Masq);
+                    }
+                }
+            }
+            for id in &issued {
+                if !live.contains_key(id) {
+                    assert_eq!(t.get(*id), None);
+                }
+            }
+            assert_eq!(t.iter().count(), live.len());
+            assert!(t.slab.len() <= max.max(1));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn model_refuse(ops in prop::collection::vec(op(true), 1..200), max in 0usize..24) {
+            run_model(ops, max, FullPolicy::Refuse, false);
+        }
+
+        #[test]
+        fn model_evict(ops in prop::collection::vec(op(false), 1..200), max in 1usize..12) {
+            run_model(ops, max, FullPolicy::EvictOldest, true);
+        }
+
+        #[test]
+        fn model_evict_far(ops in prop::collection::vec(op(true), 1..200), max in 1usize..12) {
+            run_model(ops, max, FullPolicy::EvictOldest, false);
+        }
+    }
+}

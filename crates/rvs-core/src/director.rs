@@ -1,0 +1,929 @@
+//! The director's state as one deterministic machine: services and their dests (with the trash
+//! of recently deleted dests), schedulers, the connection table with persistence templates,
+//! TCP/UDP states and timeouts, statistics.
+//!
+//! The dataplane asks it three things per packet — which connection, or which service, and
+//! "this packet happened on that connection" — and the control plane applies ipvsadm rules.
+//! No clock (every call takes `now`), no I/O, no packet bytes.
+
+use core::net::IpAddr;
+use std::collections::HashMap;
+
+use rvs_wire::parse::FlowKey;
+
+use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, InsertError};
+use crate::proto::{ConnState, Direction, Timeouts, is_active};
+use crate::rules::{DestSpec, Rule, ServiceSpec};
+use crate::sched::{SchedFlow, Scheduler, new_scheduler};
+use crate::settings::{FullPolicyName, Settings};
+use crate::stats::Stats;
+use crate::types::{Dest, FwdMethod, Protocol, SEC, ServiceKey, Time};
+
+/// Index of a service in the director.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcId(pub u32);
+
+/// Index of a dest in the director's dest arena (stable while the dest is live or in the trash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DestId(pub u32);
+
+/// Why a control-plane change was refused (ipvsadm's error texts where it has one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectorError {
+    /// `-A` for a service that exists.
+    #[error("Service already exists")]
+    ServiceExists,
+    /// `-E`, `-D`, `-a`, ... for a service that does not exist.
+    #[error("No such service")]
+    NoService,
+    /// `-a` for a dest that exists.
+    #[error("Destination already exists")]
+    DestExists,
+    /// `-e`/`-d` for a dest that does not exist.
+    #[error("No such destination")]
+    NoDest,
+    /// A dest whose address family differs from its service's (only tunnels could carry it).
+    #[error("Address family of destination differs from service")]
+    MixedFamily,
+    /// A port-0 service without persistence.
+    #[error("Port 0 service requires persistence")]
+    PortZeroWithoutPersistence,
+}
+
+/// Why a new connection could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewConnError {
+    /// No dest of the service is usable (all weight 0, overloaded, or none).
+    NoDest,
+    /// The connection table is at its maximum and the policy refuses new entries.
+    TableFull,
+    /// An entry with the same key exists (a caller bug: look up before scheduling).
+    Exists,
+}
+
+/// Why a packet of a known connection is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnDrop {
+    /// The connection's dest was deleted: its packets are dropped until it expires or the dest is
+    /// re-added in time (IPVS's dest trash).
+    DestUnavailable,
+    /// The connection id is stale.
+    Gone,
+}
+
+/// What the dataplane needs to forward a packet of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// The connection.
+    pub conn: ConnId,
+    /// The client side of the connection: caddr:cport → vaddr:vport.
+    pub key: FlowKey,
+    /// Dest address.
+    pub daddr: IpAddr,
+    /// Dest port (the virtual port for port-0 services and DR/TUN dests without a port).
+    pub dport: u16,
+    /// Forwarding method fixed when the connection was scheduled.
+    pub fwd: FwdMethod,
+    /// The dest's arena id.
+    pub dest: DestId,
+}
+
+/// Director-wide counters (everything else is per service and per dest in [`Stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DirectorCounters {
+    /// New connections refused because no dest was usable.
+    pub no_dest: u64,
+    /// New connections refused because the table was full.
+    pub table_full: u64,
+    /// Connections evicted to make room (policy `evict_oldest`).
+    pub evicted: u64,
+    /// Connections expired by timeout.
+    pub expired: u64,
+    /// Packets dropped because their connection's dest was deleted.
+    pub dest_unavailable: u64,
+}
+
+#[derive(Debug)]
+struct Service {
+    spec: ServiceSpec,
+    sched: Box<dyn Scheduler>,
+    dests: Vec<Dest>,
+    dest_ids: Vec<DestId>,
+    stats: Stats,
+}
+
+#[derive(Debug)]
+enum Place {
+    Live(usize),
+    Trash { dest: Dest, since: Time },
+    Free,
+}
+
+#[derive(Debug)]
+struct DestSlot {
+    svc: SvcId,
+    place: Place,
+    stats: Stats,
+    /// Connections and templates bound to this dest (kept while in the trash).
+    refs: u32,
+}
+
+/// A read-only view of a service for listings.
+#[derive(Debug, Clone)]
+pub struct ServiceView<'a> {
+    /// The service's id.
+    pub id: SvcId,
+    /// Its configuration.
+    pub spec: &'a ServiceSpec,
+    /// Its live dests, in order.
+    pub dests: Vec<DestView<'a>>,
+    /// Its statistics.
+    pub stats: &'a Stats,
+}
+
+/// A read-only view of a live dest for listings.
+#[derive(Debug, Clone)]
+pub struct DestView<'a> {
+    /// The dest's id.
+    pub id: DestId,
+    /// Its configuration and connection counts.
+    pub dest: &'a Dest,
+    /// Its statistics.
+    pub stats: &'a Stats,
+}
+
+/// The director's whole state.
+#[derive(Debug)]
+pub struct Director {
+    settings: Settings,
+    timeouts: Timeouts,
+    services: Vec<Option<Service>>,
+    svc_index: HashMap<ServiceKey, SvcId>,
+    vips: HashMap<IpAddr, u32>,
+    dests: Vec<DestSlot>,
+    free_dests: Vec<u32>,
+    conns: ConnTable,
+    counters: DirectorCounters,
+    scratch: Vec<Conn>,
+}
+
+/// Most expired entries handled per [`Director::expire`] call, so one call's work is bounded.
+pub const EXPIRE_BUDGET: usize = 4096;
+
+fn policy_of(s: &Settings) -> FullPolicy {
+    match s.conn_full_policy {
+        FullPolicyName::Refuse => FullPolicy::Refuse,
+        FullPolicyName::EvictOldest => FullPolicy::EvictOldest,
+    }
+}
+
+fn timeouts_of(s: &Settings) -> Timeouts {
+    let mut t = Timeouts::default();
+    t.set_tcp(s.timeouts.tcp);
+    t.set_tcpfin(s.timeouts.tcpfin);
+    t.set_udp(s.timeouts.udp);
+    t
+}
+
+impl Director {
+    /// A director with no services and the given settings.
+    pub fn new(settings: Settings) -> Director {
+        let conns = ConnTable::new(
+            settings.conn_tab_max,
+            policy_of(&settings),
+            settings.hash_seed,
+        );
+        Director {
+            timeouts: timeouts_of(&settings),
+            settings,
+            services: Vec::new(),
+            svc_index: HashMap::new(),
+            vips: HashMap::new(),
+            dests: Vec::new(),
+            free_dests: Vec::new(),
+            conns,
+            counters: DirectorCounters::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Replace the settings (timeouts apply to new state changes; the table keeps its entries).
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.timeouts = timeouts_of(&settings);
+        self.conns.set_max(settings.conn_tab_max);
+        self.settings = settings;
+    }
+
+    /// The per-state timeouts in force.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Director-wide counters.
+    pub fn counters(&self) -> DirectorCounters {
+        self.counters
+    }
+
+    /// The connection table (read-only: listings, metrics).
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    // ---- control plane -------------------------------------------------------------------
+
+    /// Apply one ipvsadm rule (`-A`, `-E`, `-D`, `-a`, `-e`, `-d`, `-C`).
+    pub fn apply(&mut self, rule: &Rule, now: Time) -> Result<(), DirectorError> {
+        match rule {
+            Rule::AddService(spec) => self.add_service(spec),
+            Rule::EditService(spec) => self.edit_service(spec),
+            Rule::DeleteService(key) => self.del_service(key, now),
+            Rule::AddDest(key, d) => self.add_dest(key, d, now),
+            Rule::EditDest(key, d) => self.edit_dest(key, d),
+            Rule::DeleteDest(key, addr, port) => self.del_dest(key, *addr, *port, now),
+            Rule::Clear => {
+                let keys: Vec<ServiceKey> = self.svc_index.keys().copied().collect();
+                for k in keys {
+                    self.del_service(&k, now)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), DirectorError> {
+        if self.svc_index.contains_key(&spec.key) {
+            return Err(DirectorError::ServiceExists);
+        }
+        if spec.key.port == 0 && spec.persistence.is_none() {
+            return Err(DirectorError::PortZeroWithoutPersistence);
+        }
+        let mut sched = new_scheduler(spec.scheduler, spec.flags, self.settings.hash_seed);
+        sched.update(&[]);
+        let svc = Service {
+            spec: *spec,
+            sched,
+            dests: Vec::new(),
+            dest_ids: Vec::new(),
+            stats: Stats::default(),
+        };
+        let id = match self.services.iter().position(Option::is_none) {
+            Some(i) => {
+                self.services[i] = Some(svc);
+                SvcId(i as u32)
+            }
+            None => {
+                self.services.push(Some(svc));
+                SvcId((self.services.len() - 1) as u32)
+            }
+        };
+        self.svc_index.insert(spec.key, id);
+        *self.vips.entry(spec.key.addr).or_default() += 1;
+        Ok(())
+    }
+
+    fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), DirectorError> {
+        let id = *self
+            .svc_index
+            .get(&spec.key)
+            .ok_or(DirectorError::NoService)?;
+        if spec.key.port == 0 && spec.persistence.is_none() {
+            return Err(DirectorError::PortZeroWithoutPersistence);
+        }
+        let seed = self.settings.hash_seed;
+        let svc = self.svc_mut(id).ok_or(DirectorError::NoService)?;
+        if svc.spec.scheduler != spec.scheduler || svc.spec.flags != spec.flags {
+            svc.sched = new_scheduler(spec.scheduler, spec.flags, seed);
+            svc.sched.update(&svc.dests);
+        }
+        svc.spec = *spec;
+        Ok(())
+    }
+
+    fn del_service(&mut self, key: &ServiceKey, now: Time) -> Result<(), DirectorError> {
+        let id = *self.svc_index.get(key).ok_or(DirectorError::NoService)?;
+        let dests: Vec<(IpAddr, u16)> = self
+            .svc(id)
+            .map(|s| s.dests.iter().map(|d| (d.addr, d.port)).collect())
+            .unwrap_or_default();
+        for (addr, port) in dests {
+            self.del_dest(key, addr, port, now)?;
+        }
+        self.svc_index.remove(key);
+        if let Some(n) = self.vips.get_mut(&key.addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.vips.remove(&key.addr);
+            }
+        }
+        if let Some(slot) = self.services.get_mut(id.0 as usize) {
+            *slot = None;
+        }
+        Ok(())
+    }
+
+    fn add_dest(&mut self, key: &ServiceKey, d: &DestSpec, now: Time) -> Result<(), DirectorError> {
+        let id = *self.svc_index.get(key).ok_or(DirectorError::NoService)?;
+        if key.addr.is_ipv4() != d.addr.is_ipv4() {
+            return Err(DirectorError::MixedFamily);
+        }
+        let port = self.dest_port(key, d);
+        if self
+            .svc(id)
+            .is_some_and(|s| s.dests.iter().any(|x| x.addr == d.addr && x.port == port))
+        {
+            return Err(DirectorError::DestExists);
+        }
+        let mut dest = Dest::new(d.addr, port, d.fwd, d.weight);
+        dest.u_threshold = d.u_threshold;
+        dest.l_threshold = d.l_threshold;
+        // A dest deleted less than `dest_trash_timeout` ago comes back with its connections.
+        let trash_timeout = Time::from(self.settings.dest_trash_timeout_secs) * SEC;
+        let revived = self.dests.iter().position(|s| {
+            s.svc == id
+                && matches!(&s.place, Place::Trash { dest: t, since }
+                    if t.addr == d.addr && t.port == port && now.saturating_sub(*since) <= trash_timeout)
+        });
+        let did = match revived {
+            Some(i) => {
+                if let Place::Trash { dest: old, .. } = &self.dests[i].place {
+                    dest.active_conns = old.active_conns;
+                    dest.inactive_conns = old.inactive_conns;
+                    dest.persist_conns = old.persist_conns;
+                }
+                DestId(i as u32)
+            }
+            None => self.alloc_dest(id),
+        };
+        dest.update_overload();
+        let Some(svc) = self.svc_mut(id) else {
+            return Err(DirectorError::NoService);
+        };
+        svc.dests.push(dest);
+        svc.dest_ids.push(did);
+        let idx = svc.dests.len() - 1;
+        svc.sched.update(&svc.dests);
+        self.dests[did.0 as usize].place = Place::Live(idx);
+        Ok(())
+    }
+
+    fn alloc_dest(&mut self, svc: SvcId) -> DestId {
+        let slot = DestSlot {
+            svc,
+            place: Place::Free,
+            stats: Stats::default(),
+            refs: 0,
+        };
+        match self.free_dests.pop() {
+            Some(i) => {
+                self.dests[i as usize] = slot;
+                DestId(i)
+            }
+            None => {
+                self.dests.push(slot);
+                DestId((self.dests.len() - 1) as u32)
+            }
+        }
+    }
+
+    fn dest_port(&self, key: &ServiceKey, d: &DestSpec) -> u16 {
+        // DR and TUN cannot change the port: the dest receives the virtual port (IPVS ignores
+        // the given port for them). A port-0 service forwards every port unchanged.
+        if key.port == 0 || d.fwd != FwdMethod::Masq {
+            key.port
+        } else {
+            d.port
+        }
+    }
+
+    fn find_dest(&self, id: SvcId, addr: IpAddr, port: u16) -> Option<usize> {
+        self.svc(id)?
+            .dests
+            .iter()
+            .position(|d| d.addr == addr && d.port == port)
+    }
+
+    fn edit_dest(&mut self, key: &ServiceKey, d: &DestSpec) -> Result<(), DirectorError> {
+        let id = *self.svc_index.get(key).ok_or(DirectorError::NoService)?;
+        let port = self.dest_port(key, d);
+        let idx = self
+            .find_dest(id, d.addr, port)
+            .ok_or(DirectorError::NoDest)?;
+        let svc = self.svc_mut(id).ok_or(DirectorError::NoService)?;
+        let dest = &mut svc.dests[idx];
+        dest.weight = d.weight;
+        dest.fwd = d.fwd;
+        dest.u_threshold = d.u_threshold;
+        dest.l_threshold = d.l_threshold;
+        dest.update_overload();
+        svc.sched.update(&svc.dests);
+        Ok(())
+    }
+
+    fn del_dest(
+        &mut self,
+        key: &ServiceKey,
+        addr: IpAddr,
+        port: u16,
+        now: Time,
+    ) -> Result<(), DirectorError> {
+        let id = *self.svc_index.get(key).ok_or(DirectorError::NoService)?;
+        let idx = self
+            .find_dest(id, addr, port)
+            .or_else(|| self.find_dest(id, addr, key.port))
+            .ok_or(DirectorError::NoDest)?;
+        let svc = self.svc_mut(id).ok_or(DirectorError::NoService)?;
+        let dest = svc.dests.remove(idx);
+        let did = svc.dest_ids.remove(idx);
+        svc.sched.update(&svc.dests);
+        let moved: Vec<DestId> = svc.dest_ids[idx..].to_vec();
+        for (k, m) in moved.into_iter().enumerate() {
+            self.dests[m.0 as usize].place = Place::Live(idx + k);
+        }
+        self.dests[did.0 as usize].place = Place::Trash { dest, since: now };
+        if self.settings.expire_nodest_conn {
+            // Expire the dest's connections at once: their next packets find no connection and
+            // are treated as new (SYN → rescheduled, others → the expired-connection reply).
+            let doomed: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.dest == did.0)
+                .map(|(i, _)| i)
+                .collect();
+            for cid in doomed {
+                if let Some(c) = self.conns.remove(cid) {
+                    self.unbind(&c);
+                }
+            }
+        }
+        self.reap_dest(did, now);
+        Ok(())
+    }
+
+    /// Free a trashed dest once its grace time is over and nothing refers to it.
+    fn reap_dest(&mut self, did: DestId, now: Time) {
+        let trash_timeout = Time::from(self.settings.dest_trash_timeout_secs) * SEC;
+        let Some(slot) = self.dests.get_mut(did.0 as usize) else {
+            return;
+        };
+        if let Place::Trash { since, .. } = slot.place
+            && slot.refs == 0
+            && now.saturating_sub(since) > trash_timeout
+        {
+            slot.place = Place::Free;
+            self.free_dests.push(did.0);
+        }
+    }
+
+    // ---- lookups -------------------------------------------------------------------------
+
+    fn svc(&self, id: SvcId) -> Option<&Service> {
+        self.services.get(id.0 as usize)?.as_ref()
+    }
+
+    fn svc_mut(&mut self, id: SvcId) -> Option<&mut Service> {
+        self.services.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    /// True when some service uses `addr` as its virtual address.
+    #[inline]
+    pub fn is_vip(&self, addr: IpAddr) -> bool {
+        self.vips.contains_key(&addr)
+    }
+
+    /// True when `addr` is the address of a live NAT dest (its replies come through us).
+    pub fn is_masq_dest(&self, addr: IpAddr) -> bool {
+        self.services.iter().flatten().any(|s| {
+            s.dests
+                .iter()
+                .any(|d| d.addr == addr && d.fwd == FwdMethod::Masq)
+        })
+    }
+
+    /// The service for a packet to `vaddr:vport`: the exact service, else the port-0 one.
+    #[inline]
+    pub fn find_service(&self, protocol: u8, vaddr: IpAddr, vport: u16) -> Option<SvcId> {
+        let protocol = Protocol::from_number(protocol)?;
+        if !self.vips.contains_key(&vaddr) {
+            return None;
+        }
+        let key = ServiceKey {
+            protocol,
+            addr: vaddr,
+            port: vport,
+        };
+        self.svc_index
+            .get(&key)
+            .or_else(|| self.svc_index.get(&ServiceKey { port: 0, ..key }))
+            .copied()
+    }
+
+    /// The service's configuration.
+    pub fn service_spec(&self, id: SvcId) -> Option<&ServiceSpec> {
+        self.svc(id).map(|s| &s.spec)
+    }
+
+    /// The connection a client→VIP packet belongs to.
+    #[inline]
+    pub fn conn_in(&self, key: &FlowKey) -> Option<ConnId> {
+        self.conns.lookup_in(key)
+    }
+
+    /// The NAT connection a dest→client packet (RIP:rport → CIP:cport) belongs to.
+    #[inline]
+    pub fn conn_out(&self, key: &FlowKey) -> Option<ConnId> {
+        self.conns.lookup_out(key)
+    }
+
+    /// [`Director::conn_in`], treating a connection whose timer ran out as gone (and removing
+    /// it) even when the periodic expiry has not swept it yet.
+    #[inline]
+    pub fn conn_in_live(&mut self, key: &FlowKey, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_in(key)?;
+        self.live(id, now)
+    }
+
+    /// [`Director::conn_out`] with the same treatment of run-out timers.
+    #[inline]
+    pub fn conn_out_live(&mut self, key: &FlowKey, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_out(key)?;
+        self.live(id, now)
+    }
+
+    fn live(&mut self, id: ConnId, now: Time) -> Option<ConnId> {
+        let expires = self.conns.get(id)?.expires;
+        if expires > now {
+            return Some(id);
+        }
+        if let Some(c) = self.conns.remove(id) {
+            self.counters.expired += 1;
+            self.unbind(&c);
+        }
+        None
+    }
+
+    /// A connection by id (decoded from the table's compact entry).
+    #[inline]
+    pub fn conn(&self, id: ConnId) -> Option<Conn> {
+        self.conns.get(id)
+    }
+
+    /// A dest by id, live or in the trash.
+    pub fn dest(&self, id: DestId) -> Option<&Dest> {
+        let slot = self.dests.get(id.0 as usize)?;
+        match &slot.place {
+            Place::Live(i) => self.svc(slot.svc)?.dests.get(*i),
+            Place::Trash { dest, .. } => Some(dest),
+            Place::Free => None,
+        }
+    }
+
+    fn dest_mut(&mut self, id: DestId) -> Option<&mut Dest> {
+        let slot = self.dests.get_mut(id.0 as usize)?;
+        match &mut slot.place {
+            Place::Live(i) => {
+                let i = *i;
+                let svc = slot.svc;
+                self.services
+                    .get_mut(svc.0 as usize)?
+                    .as_mut()?
+                    .dests
+                    .get_mut(i)
+            }
+            Place::Trash { dest, .. } => Some(dest),
+            Place::Free => None,
+        }
+    }
+
+    /// True when the dest is live (not deleted).
+    pub fn dest_is_live(&self, id: DestId) -> bool {
+        matches!(
+            self.dests.get(id.0 as usize).map(|s| &s.place),
+            Some(Place::Live(_))
+        )
+    }
+
+    /// Every service with its live dests, in creation order of ids.
+    pub fn services(&self) -> Vec<ServiceView<'_>> {
+        let mut out: Vec<ServiceView<'_>> = self
+            .services
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s.as_ref()?;
+                let dests = s
+                    .dests
+                    .iter()
+                    .zip(&s.dest_ids)
+                    .filter_map(|(d, id)| {
+                        Some(DestView {
+                            id: *id,
+                            dest: d,
+                            stats: &self.dests.get(id.0 as usize)?.stats,
+                        })
+                    })
+                    .collect();
+                Some(ServiceView {
+                    id: SvcId(i as u32),
+                    spec: &s.spec,
+                    dests,
+                    stats: &s.stats,
+                })
+            })
+            .collect();
+        out.sort_by_key(|v| v.spec.key);
+        out
+    }
+
+    // ---- the data path -------------------------------------------------------------------
+
+    /// Schedule a new connection for `key` (caddr:cport → vaddr:vport) on service `svc`,
+    /// honouring persistence templates, and insert it.
+    pub fn new_conn(
+        &mut self,
+        svc_id: SvcId,
+        key: &FlowKey,
+        now: Time,
+    ) -> Result<Forward, NewConnError> {
+        let svc = self.svc(svc_id).ok_or(NewConnError::NoDest)?;
+        let persistence = svc.spec.persistence;
+        let template_key = persistence.map(|_| FlowKey {
+            protocol: key.protocol,
+            src: svc.spec.netmask.apply(key.src),
+            sport: 0,
+            dst: key.dst,
+            dport: svc.spec.key.port,
+        });
+        let mut chosen: Option<(DestId, ConnId)> = None;
+        if let Some(tk) = template_key
+            && let Some(tid) = self.conns.lookup_template(&tk)
+            && let Some(t) = self.conns.get(tid)
+        {
+            let did = DestId(t.dest);
+            let usable = match self.dest(did) {
+                Some(d) if self.dest_is_live(did) => {
+                    d.weight > 0 || !self.settings.expire_quiescent_template
+                }
+                _ => false,
+            };
+            if usable {
+                chosen = Some((did, tid));
+            } else if let Some(t) = self.conns.remove(tid) {
+                // A template whose dest is gone (or quiescent, with expire_quiescent_template)
+                // no longer binds its clients: schedule afresh.
+                self.unbind(&t);
+            }
+        }
+        let (did, template) = match chosen {
+            Some((d, t)) => (d, Some(t)),
+            None => {
+                let svc = self.svc_mut(svc_id).ok_or(NewConnError::NoDest)?;
+                let flow = SchedFlow {
+                    protocol: key.protocol,
+                    caddr: key.src,
+                    cport: key.sport,
+                    vaddr: key.dst,
+                    vport: key.dport,
+                };
+                let Some(idx) = svc.sched.schedule(&svc.dests, &flow) else {
+                    self.counters.no_dest += 1;
+                    return Err(NewConnError::NoDest);
+                };
+                let Some(&did) = svc.dest_ids.get(idx) else {
+                    self.counters.no_dest += 1;
+                    return Err(NewConnError::NoDest);
+                };
+                let mut template = None;
+                if let (Some(tk), Some(p)) = (template_key, persistence) {
+                    let d = self.dest(did).ok_or(NewConnError::NoDest)?;
+                    let t = Conn {
+                        key: tk,
+                        daddr: d.addr,
+                        dport: d.port,
+                        dest: did.0,
+                        fwd: d.fwd,
+                        state: ConnState::Template,
+                        flags: ConnFlags::TEMPLATE,
+                        expires: now + Time::from(p) * SEC,
+                        control: None,
+                    };
+                    template = Some(self.insert(t, now)?);
+                }
+                (did, template)
+            }
+        };
+        let d = self.dest(did).ok_or(NewConnError::NoDest)?;
+        let (daddr, fwd) = (d.addr, d.fwd);
+        let dport = if d.port == 0 { key.dport } else { d.port };
+        let state = ConnState::initial(key.protocol);
+        let conn = Conn {
+            key: *key,
+            daddr,
+            dport,
+            dest: did.0,
+            fwd,
+            state,
+            flags: ConnFlags::default(),
+            expires: now + self.timeouts.timeout(state),
+            // The template stays while it controls connections (the table pins it).
+            control: template,
+        };
+        let cid = self.insert(conn, now)?;
+        if let (Some(tid), Some(p)) = (template, persistence) {
+            // A new connection gives its template a whole persistence period again.
+            let exp = now + Time::from(p) * SEC;
+            if self.conns.get(tid).is_some_and(|t| t.expires < exp) {
+                self.conns.touch(tid, exp);
+            }
+        }
+        if let Some(s) = self.svc_mut(svc_id) {
+            s.stats.conn();
+        }
+        if let Some(slot) = self.dests.get_mut(did.0 as usize) {
+            slot.stats.conn();
+        }
+        Ok(Forward {
+            conn: cid,
+            key: *key,
+            daddr,
+            dport,
+            fwd,
+            dest: did,
+        })
+    }
+
+    fn insert(&mut self, conn: Conn, now: Time) -> Result<ConnId, NewConnError> {
+        let template = conn.flags.contains(ConnFlags::TEMPLATE);
+        let did = DestId(conn.dest);
+        let state = conn.state;
+        match self.conns.insert(conn, now) {
+            Ok((id, evicted)) => {
+                if let Some(e) = evicted {
+                    self.counters.evicted += 1;
+                    self.unbind(&e);
+                }
+                if let Some(slot) = self.dests.get_mut(did.0 as usize) {
+                    slot.refs += 1;
+                }
+                if let Some(d) = self.dest_mut(did) {
+                    if template {
+                        d.persist_conns += 1;
+                    } else if is_active(state) {
+                        d.active_conns += 1;
+                    } else {
+                        d.inactive_conns += 1;
+                    }
+                    d.update_overload();
+                }
+                Ok(id)
+            }
+            Err(InsertError::Exists(_)) => Err(NewConnError::Exists),
+            Err(InsertError::Full) => {
+                self.counters.table_full += 1;
+                Err(NewConnError::TableFull)
+            }
+        }
+    }
+
+    /// Undo a removed entry's bindings: dest counters, template references, trash reaping.
+    fn unbind(&mut self, c: &Conn) {
+        let did = DestId(c.dest);
+        if let Some(d) = self.dest_mut(did) {
+            if c.flags.contains(ConnFlags::TEMPLATE) {
+                d.persist_conns = d.persist_conns.saturating_sub(1);
+            } else if is_active(c.state) {
+                d.active_conns = d.active_conns.saturating_sub(1);
+            } else {
+                d.inactive_conns = d.inactive_conns.saturating_sub(1);
+            }
+            d.update_overload();
+        }
+        if let Some(slot) = self.dests.get_mut(did.0 as usize) {
+            slot.refs = slot.refs.saturating_sub(1);
+        }
+    }
+
+    /// Account a packet on a connection: TCP state transition, timer, statistics.
+    ///
+    /// `dir` is [`Direction::Input`] for client→dest packets of NAT connections,
+    /// [`Direction::Output`] for dest→client packets (NAT), [`Direction::InputOnly`] for DR and
+    /// TUN. `tcp_flags` is the TCP flags byte (0 for UDP). Returns what to forward with, or why not.
+    #[inline]
+    pub fn conn_packet(
+        &mut self,
+        id: ConnId,
+        dir: Direction,
+        tcp_flags: u8,
+        bytes: usize,
+        now: Time,
+    ) -> Result<Forward, ConnDrop> {
+        let c = self.conns.get(id).ok_or(ConnDrop::Gone)?;
+        let did = DestId(c.dest);
+        if !self.dest_is_live(did) {
+            self.counters.dest_unavailable += 1;
+            return Err(ConnDrop::DestUnavailable);
+        }
+        let fwd = Forward {
+            conn: id,
+            key: c.key,
+            daddr: c.daddr,
+            dport: c.dport,
+            fwd: c.fwd,
+            dest: did,
+        };
+        let old = c.state;
+        let new = old.transition(dir, tcp_flags);
+        let expires = now + self.timeouts.timeout(new);
+        self.conns.set_state(id, new, expires);
+        if is_active(old) != is_active(new)
+            && let Some(d) = self.dest_mut(did)
+        {
+            if is_active(new) {
+                d.inactive_conns = d.inactive_conns.saturating_sub(1);
+                d.active_conns += 1;
+            } else {
+                d.active_conns = d.active_conns.saturating_sub(1);
+                d.inactive_conns += 1;
+            }
+            d.update_overload();
+        }
+        let slot_svc = self.dests.get(did.0 as usize).map(|s| s.svc);
+        let outbound = dir == Direction::Output;
+        if let Some(slot) = self.dests.get_mut(did.0 as usize) {
+            if outbound {
+                slot.stats.outbound(bytes)
+            } else {
+                slot.stats.inbound(bytes)
+            }
+        }
+        if let Some(svc) = slot_svc.and_then(|s| self.svc_mut(s)) {
+            if outbound {
+                svc.stats.outbound(bytes)
+            } else {
+                svc.stats.inbound(bytes)
+            }
+        }
+        Ok(fwd)
+    }
+
+    /// Expire due connections and templates (bounded work per call) and reap trashed dests.
+    /// Returns how many entries were expired.
+    pub fn expire(&mut self, now: Time) -> usize {
+        let mut buf = core::mem::take(&mut self.scratch);
+        buf.clear();
+        let n = self.conns.expire(now, EXPIRE_BUDGET, &mut buf);
+        for c in buf.drain(..) {
+            self.counters.expired += 1;
+            self.unbind(&c);
+        }
+        self.scratch = buf;
+        let trashed: Vec<DestId> = self
+            .dests
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.place, Place::Trash { .. }))
+            .map(|(i, _)| DestId(i as u32))
+            .collect();
+        for d in trashed {
+            self.reap_dest(d, now);
+        }
+        n
+    }
+
+    /// Update every service's and dest's rate estimate (call at least every 2 s).
+    pub fn estimate_rates(&mut self, now: Time) {
+        for s in self.services.iter_mut().flatten() {
+            s.stats.estimate(now);
+        }
+        for d in &mut self.dests {
+            d.stats.estimate(now);
+        }
+    }
+
+    /// Zero the statistics (`ipvsadm -Z`): of one service, or of all when `key` is `None`.
+    pub fn zero(&mut self, key: Option<&ServiceKey>) -> Result<(), DirectorError> {
+        let ids: Vec<SvcId> = match key {
+            Some(k) => vec![*self.svc_index.get(k).ok_or(DirectorError::NoService)?],
+            None => self.svc_index.values().copied().collect(),
+        };
+        for id in ids {
+            let dest_ids = match self.svc_mut(id) {
+                Some(s) => {
+                    s.stats.zero();
+                    s.dest_ids.clone()
+                }
+                None => continue,
+            };
+            for d in dest_ids {
+                if let Some(slot) = self.dests.get_mut(d.0 as usize) {
+                    slot.stats.zero();
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,828 @@
+//! `Dataplane::process`: one frame in, one verdict out.
+//!
+//! The path (DESIGN.md "The packet path"): parse → fragments → connection lookup (client side,
+//! then NAT reply side) → service lookup and scheduling → transmitter of the connection's
+//! method, after the TTL and MTU checks. Everything that is not ours is `Local`, untouched.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rvs_core::conn::ConnId;
+use rvs_core::director::{ConnDrop, Director, Forward, NewConnError};
+use rvs_core::proto::Direction;
+use rvs_core::settings::{ExpiredReply, Settings};
+use rvs_core::types::{FwdMethod, Time};
+use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
+use rvs_wire::parse::{IpInfo, Net, Transport, parse_ethernet, parse_ip, proto, tcp_flags};
+
+use crate::frag::{self, FragDrop, FragKey, FragLimits, FragTracker, Reassembler};
+use crate::frame::Frame;
+use crate::verdict::{DropReason, Tx, Verdict};
+use crate::xmit::{self, NatSide, TunnelOuter};
+
+/// How the director sits on its (one) interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// The director's own addresses (tunnel sources, sources of time-exceeded errors).
+    pub addrs: Vec<IpAddr>,
+    /// The interface MTU (bytes of IP packet).
+    pub mtu: u16,
+    /// Limits of the fragment buffers.
+    pub frag: FragLimits,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            addrs: Vec::new(),
+            mtu: 1500,
+            frag: FragLimits::default(),
+        }
+    }
+}
+
+/// Counters of what the dataplane did, by verdict and drop reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DataplaneCounters {
+    /// Frames processed.
+    pub rx: u64,
+    /// Frames transmitted (forwarded, including released and refragmented frames).
+    pub forwarded: u64,
+    /// Packets the director generated (RST, ICMP).
+    pub generated: u64,
+    /// Frames handed to the host stack.
+    pub local: u64,
+    /// Fragments held.
+    pub held: u64,
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: Vec<u64>,
+}
+
+impl DataplaneCounters {
+    /// Drops for one reason.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops.get(r as usize).copied().unwrap_or(0)
+    }
+}
+
+/// The dataplane: the director's state plus the fragment buffers and counters.
+#[derive(Debug)]
+pub struct Dataplane {
+    director: Director,
+    cfg: DataplaneConfig,
+    tracker: FragTracker<ConnId>,
+    reasm: Reassembler,
+    counters: DataplaneCounters,
+    ident: u16,
+    frag_ident: u32,
+    scratch: Vec<u8>,
+    pieces: Vec<Vec<u8>>,
+    /// Set while a datagram the director reassembled goes through the path: it leaves
+    /// fragmented to the MTU again instead of drawing a too-big error.
+    refragment: bool,
+    last_dest: Option<(IpAddr, u16)>,
+}
+
+/// Default TTL / hop limit of packets the director originates.
+pub const ORIGIN_TTL: u8 = 64;
+
+fn first_of_family(addrs: &[IpAddr], v4: bool) -> Option<IpAddr> {
+    addrs.iter().copied().find(|a| a.is_ipv4() == v4)
+}
+
+impl Dataplane {
+    /// A dataplane over `director` with the given interface configuration.
+    pub fn new(director: Director, cfg: DataplaneConfig) -> Dataplane {
+        Dataplane {
+            director,
+            tracker: FragTracker::new(cfg.frag),
+            reasm: Reassembler::new(cfg.frag),
+            cfg,
+            counters: DataplaneCounters {
+                drops: vec![0; DropReason::ALL.len()],
+                ..Default::default()
+            },
+            ident: 1,
+            frag_ident: 1,
+            scratch: vec![0; 1600],
+            pieces: Vec::new(),
+            refragment: false,
+            last_dest: None,
+        }
+    }
+
+    /// The director state (services, connections).
+    pub fn director(&self) -> &Director {
+        &self.director
+    }
+
+    /// The director state, for control-plane changes.
+    pub fn director_mut(&mut self) -> &mut Director {
+        &mut self.director
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        self.director.settings()
+    }
+
+    /// The dest (address, port) the last processed packet was forwarded to, if any.
+    pub fn last_dest(&self) -> Option<(IpAddr, u16)> {
+        self.last_dest
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &DataplaneCounters {
+        &self.counters
+    }
+
+    /// Fragment-buffer counters: (tracker for DR/TUN, reassembler for NAT).
+    pub fn frag_counters(&self) -> (frag::FragCounters, frag::FragCounters) {
+        (self.tracker.counters(), self.reasm.counters())
+    }
+
+    /// Periodic work: expire connections and fragment buffers, update rate estimates.
+    pub fn housekeeping(&mut self, now: Time) {
+        self.director.expire(now);
+        self.director.estimate_rates(now);
+        self.tracker.expire(now);
+        self.reasm.expire(now);
+    }
+
+    fn drop(&mut self, r: DropReason) -> Verdict {
+        if let Some(c) = self.counters.drops.get_mut(r as usize) {
+            *c += 1;
+        }
+        Verdict::Drop(r)
+    }
+
+    fn local(&mut self) -> Verdict {
+        self.counters.local += 1;
+        Verdict::Local
+    }
+
+    /// Process one frame received at `now`. The frame may be rewritten in place or replaced by a
+    /// reply; additional frames to transmit are appended to `extra`.
+    pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
+        self.counters.rx += 1;
+        self.last_dest = None;
+        let parsed = match parse_ethernet(frame.data()) {
+            Ok(p) => p,
+            Err(_) => return self.drop(DropReason::Malformed),
+        };
+        let Net::Ip(ip) = parsed.net else {
+            return self.local();
+        };
+        let v = self.process_ip(frame, &ip, now, extra);
+        match v {
+            Verdict::Transmit { .. } => self.counters.forwarded += 1,
+            Verdict::Reply { .. } => self.counters.generated += 1,
+            Verdict::Held => self.counters.held += 1,
+            _ => {}
+        }
+        self.counters.forwarded += extra.iter().filter(|t| !t.generated).count() as u64;
+        v
+    }
+
+    fn process_ip(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        if !matches!(ip.protocol, proto::TCP | proto::UDP) {
+            // ICMP and everything else that is not TCP/UDP: the host stack's (the ICMP issue
+            // adds the related-error paths).
+            return self.local();
+        }
+        if let Some(f) = ip.fragment {
+            return self.fragment(frame, ip, f.is_first(), now, extra);
+        }
+        let Some(key) = ip.flow_key() else {
+            return self.local();
+        };
+        let flags = match ip.transport {
+            Transport::Tcp { flags, .. } => flags,
+            _ => 0,
+        };
+        let len = ip.end() - ip.l3_offset;
+        if let Some(cid) = self.director.conn_in_live(&key, now) {
+            return self.forward_in(frame, ip, cid, flags, len, now, extra);
+        }
+        if let Some(cid) = self.director.conn_out_live(&key, now) {
+            return self.forward_out(frame, ip, cid, flags, len, now, extra);
+        }
+        let Some(svc) = self.director.find_service(ip.protocol, ip.dst, key.dport) else {
+            return self.local();
+        };
+        let new_tcp = flags & tcp_flags::SYN != 0 && flags & tcp_flags::RST == 0;
+        if ip.protocol == proto::TCP && !new_tcp {
+            // A segment for a connection the director no longer knows (it expired).
+            let policy = self.settings().expired_reply;
+            return self.reply_policy(frame, ip, policy, DropReason::ExpiredConn);
+        }
+        match self.director.new_conn(svc, &key, now) {
+            Ok(f) => self.forward_in(frame, ip, f.conn, flags, len, now, extra),
+            Err(NewConnError::NoDest) => {
+                let policy = self.settings().nodest_reply;
+                self.reply_policy(frame, ip, policy, DropReason::NoDest)
+            }
+            Err(NewConnError::TableFull | NewConnError::Exists) => self.drop(DropReason::TableFull),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_in(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        cid: ConnId,
+        flags: u8,
+        len: usize,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let dir = match self.director.conn(cid).map(|c| c.fwd) {
+            Some(FwdMethod::Masq) => Direction::Input,
+            _ => Direction::InputOnly,
+        };
+        let fwd = match self.director.conn_packet(cid, dir, flags, len, now) {
+            Ok(f) => f,
+            Err(ConnDrop::DestUnavailable) => return self.drop(DropReason::DestUnavailable),
+            Err(ConnDrop::Gone) => return self.drop(DropReason::DestUnavailable),
+        };
+        self.transmit_to_dest(frame, ip, &fwd, extra)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_out(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        cid: ConnId,
+        flags: u8,
+        len: usize,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let fwd = match self
+            .director
+            .conn_packet(cid, Direction::Output, flags, len, now)
+        {
+            Ok(f) => f,
+            Err(_) => return self.drop(DropReason::DestUnavailable),
+        };
+        if let Some(v) = self.ttl_check(frame, ip) {
+            return v;
+        }
+        let data = frame.data_mut();
+        xmit::decrement_ttl(data, ip);
+        if !xmit::nat_rewrite(data, ip, NatSide::Source, fwd.key.dst, fwd.key.dport) {
+            return self.drop(DropReason::Malformed);
+        }
+        self.fit_mtu(frame, ip, fwd.key.src, extra)
+    }
+
+    /// TTL / hop limit ≤ 1: not forwarded; answered with time exceeded from the director.
+    fn ttl_check(&mut self, frame: &mut Frame, ip: &IpInfo) -> Option<Verdict> {
+        if ip.ttl > 1 {
+            return None;
+        }
+        let Some(src) = first_of_family(&self.cfg.addrs, ip.is_ipv4()) else {
+            return Some(self.drop(DropReason::TtlExceeded));
+        };
+        let v = match src {
+            IpAddr::V4(s) => self.reply_icmpv4(frame, ip, s, Icmpv4Error::TimeExceeded { code: 0 }),
+            IpAddr::V6(s) => self.reply_icmpv6(frame, ip, s, Icmpv6Error::TimeExceeded { code: 0 }),
+        };
+        Some(match v {
+            Verdict::Drop(_) => self.drop(DropReason::TtlExceeded),
+            v => v,
+        })
+    }
+
+    fn transmit_to_dest(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        fwd: &Forward,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        if let Some(v) = self.ttl_check(frame, ip) {
+            return v;
+        }
+        self.last_dest = Some((fwd.daddr, fwd.dport));
+        match fwd.fwd {
+            FwdMethod::DirectRoute => {
+                xmit::decrement_ttl(frame.data_mut(), ip);
+                self.fit_mtu(frame, ip, fwd.daddr, extra)
+            }
+            FwdMethod::Masq => {
+                let data = frame.data_mut();
+                xmit::decrement_ttl(data, ip);
+                if !xmit::nat_rewrite(data, ip, NatSide::Destination, fwd.daddr, fwd.dport) {
+                    return self.drop(DropReason::Malformed);
+                }
+                self.fit_mtu(frame, ip, fwd.daddr, extra)
+            }
+            FwdMethod::Tunnel => self.tunnel(frame, ip, fwd.daddr, extra),
+        }
+    }
+
+    /// Transmit as is when it fits the MTU; otherwise DF/IPv6 → frag-needed / packet-too-big
+    /// back to the sender, IPv4 without DF → fragmented here (RFC 791).
+    fn fit_mtu(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        next_hop: IpAddr,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let mtu = usize::from(self.cfg.mtu);
+        let size = ip.end() - ip.l3_offset;
+        if size <= mtu {
+            return Verdict::Transmit { next_hop };
+        }
+        if self.refragment {
+            return self.refragment_out(frame, ip, mtu, next_hop, extra);
+        }
+        self.too_big(frame, ip, mtu, None, next_hop, extra)
+    }
+
+    /// Send a datagram the director reassembled as fragments of at most `mtu` bytes again
+    /// (IPv4: RFC 791; IPv6: a Fragment header, as its sender had fragmented it).
+    fn refragment_out(
+        &mut self,
+        frame: &Frame,
+        ip: &IpInfo,
+        mtu: usize,
+        next_hop: IpAddr,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let mut packet = frame.data()[ip.l3_offset..ip.end()].to_vec();
+        let link = &frame.data()[..ip.l3_offset];
+        let mut pieces = core::mem::take(&mut self.pieces);
+        pieces.clear();
+        let ok = if ip.is_ipv4() {
+            // Fragments never carry DF; a reassembled datagram is fragmented as its sender did.
+            if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut packet[..]) {
+                let (more, off) = (p.more_frags(), p.frag_offset());
+                p.set_frag(false, more, off);
+                p.fill_checksum();
+            }
+            frag::fragment_ipv4(&packet, mtu, &mut pieces).is_ok()
+        } else {
+            self.frag_ident = self.frag_ident.wrapping_add(1);
+            frag::fragment_ipv6(&packet, mtu, self.frag_ident, &mut pieces).is_ok()
+        };
+        if !ok {
+            self.pieces = pieces;
+            return self.drop(DropReason::TooBig);
+        }
+        for piece in pieces.drain(..) {
+            let mut b = link.to_vec();
+            b.extend_from_slice(&piece);
+            extra.push(Tx {
+                frame: Frame::from_bytes(&b),
+                next_hop,
+                generated: false,
+            });
+        }
+        self.pieces = pieces;
+        Verdict::Held
+    }
+
+    /// Handle a packet of `size` > `limit` (the room left for the IP packet, after any tunnel
+    /// overhead); `outer` re-encapsulates each fragment when tunnelling.
+    fn too_big(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        limit: usize,
+        outer: Option<TunnelOuter>,
+        next_hop: IpAddr,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let data = frame.data();
+        let packet = &data[ip.l3_offset..ip.end()];
+        let df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
+        let pmtu_disc = self.settings().pmtu_disc;
+        if !ip.is_ipv4() || (df && (pmtu_disc || outer.is_none())) {
+            // RFC 1191 / RFC 8201: tell the sender the MTU that fits (the ICMP issue rate-limits
+            // these and covers errors coming back from the tunnel path).
+            let mtu = limit.min(usize::from(u16::MAX)) as u16;
+            let Some(me) = self.reply_source(ip) else {
+                return self.drop(DropReason::TooBig);
+            };
+            return match me {
+                IpAddr::V4(s) => self.reply_icmpv4(frame, ip, s, Icmpv4Error::FragNeeded { mtu }),
+                IpAddr::V6(s) => self.reply_icmpv6(
+                    frame,
+                    ip,
+                    s,
+                    Icmpv6Error::PacketTooBig {
+                        mtu: u32::from(mtu).max(1280),
+                    },
+                ),
+            };
+        }
+        // IPv4 without DF (or DF with pmtu_disc off in tunnel mode): fragment the packet.
+        let mut pieces = core::mem::take(&mut self.pieces);
+        pieces.clear();
+        let mut owned = packet.to_vec();
+        if df {
+            owned[6] &= !0x40;
+            if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut owned[..]) {
+                p.fill_checksum();
+            }
+        }
+        if frag::fragment_ipv4(&owned, limit, &mut pieces).is_err() {
+            self.pieces = pieces;
+            return self.drop(DropReason::TooBig);
+        }
+        let link = frame.data()[..ip.l3_offset].to_vec();
+        for piece in pieces.drain(..) {
+            let mut bytes = link.clone();
+            bytes.extend_from_slice(&piece);
+            let mut f = Frame::from_bytes(&bytes);
+            if let Some(o) = outer {
+                let Ok(p) = parse_ethernet(f.data()) else {
+                    continue;
+                };
+                let Some(pip) = p.ip().copied() else { continue };
+                let o = self.with_ident(o, false);
+                if !xmit::encapsulate(&mut f, &pip, &o) {
+                    continue;
+                }
+            }
+            extra.push(Tx {
+                frame: f,
+                next_hop,
+                generated: false,
+            });
+        }
+        self.pieces = pieces;
+        Verdict::Held
+    }
+
+    fn with_ident(&mut self, o: TunnelOuter, df: bool) -> TunnelOuter {
+        match o {
+            TunnelOuter::V4(mut t) => {
+                self.ident = self.ident.wrapping_add(1);
+                t.ident = self.ident;
+                t.dont_fragment = df;
+                TunnelOuter::V4(t)
+            }
+            o => o,
+        }
+    }
+
+    /// The address generated errors come from: the VIP when the packet was for one (even when
+    /// the VIP is not an address of this host), else the director's own address.
+    fn reply_source(&self, ip: &IpInfo) -> Option<IpAddr> {
+        if self.director.is_vip(ip.dst) {
+            Some(ip.dst)
+        } else {
+            first_of_family(&self.cfg.addrs, ip.is_ipv4())
+        }
+    }
+
+    fn tunnel(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        daddr: IpAddr,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let Some(src) = first_of_family(&self.cfg.addrs, daddr.is_ipv4()) else {
+            return self.drop(DropReason::NoTunnelSource);
+        };
+        xmit::decrement_ttl(frame.data_mut(), ip);
+        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        let inner_df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
+        let ttl = packet
+            .get(if ip.is_ipv4() { 8 } else { 7 })
+            .copied()
+            .unwrap_or(ORIGIN_TTL);
+        let outer = match (src, daddr) {
+            (IpAddr::V4(s), IpAddr::V4(d)) if ip.is_ipv4() => TunnelOuter::V4(Ipv4Tunnel {
+                src: s,
+                dst: d,
+                ttl,
+                ident: 0,
+                dont_fragment: false,
+            }),
+            (IpAddr::V6(s), IpAddr::V6(d)) if !ip.is_ipv4() => TunnelOuter::V6(Ipv6Tunnel {
+                src: s,
+                dst: d,
+                hop_limit: ttl,
+            }),
+            _ => return self.drop(DropReason::NoTunnelSource),
+        };
+        let mtu = usize::from(self.cfg.mtu);
+        let size = ip.end() - ip.l3_offset;
+        let limit = mtu.saturating_sub(outer.overhead());
+        if size > limit {
+            return self.too_big(frame, ip, limit, Some(outer), daddr, extra);
+        }
+        // Outer DF follows the inner DF when PMTU discovery is on (IPVS `pmtu_disc`).
+        let df = inner_df && self.settings().pmtu_disc;
+        let outer = self.with_ident(outer, df);
+        if !xmit::encapsulate(frame, ip, &outer) {
+            return self.drop(DropReason::Malformed);
+        }
+        Verdict::Transmit { next_hop: daddr }
+    }
+
+    fn reply_policy(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        policy: ExpiredReply,
+        drop: DropReason,
+    ) -> Verdict {
+        match policy {
+            ExpiredReply::Drop => self.drop(drop),
+            ExpiredReply::Rst if ip.protocol == proto::TCP => self.reply_rst(frame, ip),
+            // UDP has no RST: port unreachable is its "connection refused".
+            ExpiredReply::Rst | ExpiredReply::Icmp => match ip.dst {
+                IpAddr::V4(vip) => {
+                    self.reply_icmpv4(frame, ip, vip, Icmpv4Error::DestUnreachable { code: 3 })
+                }
+                IpAddr::V6(vip) => {
+                    self.reply_icmpv6(frame, ip, vip, Icmpv6Error::DestUnreachable { code: 4 })
+                }
+            },
+        }
+    }
+
+    fn replace_with_reply(&mut self, frame: &mut Frame, ip: &IpInfo, n: usize) -> Verdict {
+        let link = ip.l3_offset;
+        let mut bytes = frame.data()[..link].to_vec();
+        // The reply's EtherType follows its IP version (equal to the offending packet's).
+        bytes.extend_from_slice(&self.scratch[..n]);
+        frame.set(&bytes);
+        Verdict::Reply { next_hop: ip.src }
+    }
+
+    fn reply_rst(&mut self, frame: &mut Frame, ip: &IpInfo) -> Verdict {
+        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        match build::tcp_rst(&mut self.scratch, packet, ORIGIN_TTL) {
+            Ok(n) => self.replace_with_reply(frame, ip, n),
+            Err(_) => self.drop(DropReason::ReplyRefused),
+        }
+    }
+
+    fn reply_icmpv4(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        src: Ipv4Addr,
+        kind: Icmpv4Error,
+    ) -> Verdict {
+        let IpAddr::V4(dst) = ip.src else {
+            return self.drop(DropReason::ReplyRefused);
+        };
+        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        match build::icmpv4_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
+            Ok(n) => self.replace_with_reply(frame, ip, n),
+            Err(_) => self.drop(DropReason::ReplyRefused),
+        }
+    }
+
+    fn reply_icmpv6(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        src: Ipv6Addr,
+        kind: Icmpv6Error,
+    ) -> Verdict {
+        let IpAddr::V6(dst) = ip.src else {
+            return self.drop(DropReason::ReplyRefused);
+        };
+        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        match build::icmpv6_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
+            Ok(n) => self.replace_with_reply(frame, ip, n),
+            Err(_) => self.drop(DropReason::ReplyRefused),
+        }
+    }
+
+    // ---- fragments -----------------------------------------------------------------------
+
+    fn frag_drop(&mut self, d: FragDrop) -> Verdict {
+        let r = match d {
+            FragDrop::Overflow => DropReason::FragOverflow,
+            FragDrop::TooManyFragments => DropReason::FragTooMany,
+            FragDrop::Overlap => DropReason::FragOverlap,
+            FragDrop::TooBig => DropReason::FragTooBig,
+            FragDrop::Malformed => DropReason::FragMalformed,
+        };
+        self.drop(r)
+    }
+
+    /// A fragment of a TCP/UDP datagram. The first fragment (which has the ports) decides:
+    /// DR/TUN forward every fragment as it is to the first's dest; NAT reassembles first.
+    fn fragment(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        first: bool,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let Some(fkey) = FragKey::of(ip) else {
+            return self.drop(DropReason::FragMalformed);
+        };
+        if first {
+            let Some(key) = ip.flow_key() else {
+                return self.local();
+            };
+            let cid = self
+                .director
+                .conn_in(&key)
+                .or_else(|| self.director.conn_out(&key));
+            let cid = match cid {
+                Some(c) => c,
+                None => match self.director.find_service(ip.protocol, ip.dst, key.dport) {
+                    None => return self.local(),
+                    Some(svc) => {
+                        let flags = match ip.transport {
+                            Transport::Tcp { flags, .. } => flags,
+                            _ => 0,
+                        };
+                        let new_tcp = flags & tcp_flags::SYN != 0 && flags & tcp_flags::RST == 0;
+                        if ip.protocol == proto::TCP && !new_tcp {
+                            let policy = self.settings().expired_reply;
+                            return self.reply_policy(frame, ip, policy, DropReason::ExpiredConn);
+                        }
+                        match self.director.new_conn(svc, &key, now) {
+                            Ok(f) => f.conn,
+                            Err(NewConnError::NoDest) => {
+                                let policy = self.settings().nodest_reply;
+                                return self.reply_policy(frame, ip, policy, DropReason::NoDest);
+                            }
+                            Err(NewConnError::TableFull | NewConnError::Exists) => {
+                                return self.drop(DropReason::TableFull);
+                            }
+                        }
+                    }
+                },
+            };
+            let held = self.tracker.decided(fkey, cid, now);
+            if self
+                .director
+                .conn(cid)
+                .is_some_and(|c| c.fwd == FwdMethod::Masq)
+            {
+                // NAT: reassemble this one and any held earlier.
+                let link = frame.data()[..ip.l3_offset].to_vec();
+                for h in held {
+                    self.reassemble_piece(&link, &h, now, extra);
+                }
+                let packet = frame.data()[ip.l3_offset..ip.end()].to_vec();
+                return self.reassemble_piece(&link, &packet, now, extra);
+            }
+            for h in held {
+                self.forward_fragment(&h, cid, now, extra);
+            }
+            let len = ip.end() - ip.l3_offset;
+            return self.forward_fragment_in_place(frame, ip, cid, len, now, extra);
+        }
+        match self.tracker.lookup(&fkey, now) {
+            Some(cid) => {
+                if self
+                    .director
+                    .conn(cid)
+                    .is_some_and(|c| c.fwd == FwdMethod::Masq)
+                {
+                    let link = frame.data()[..ip.l3_offset].to_vec();
+                    let packet = frame.data()[ip.l3_offset..ip.end()].to_vec();
+                    return self.reassemble_piece(&link, &packet, now, extra);
+                }
+                let len = ip.end() - ip.l3_offset;
+                self.forward_fragment_in_place(frame, ip, cid, len, now, extra)
+            }
+            None => {
+                // Not known yet: ours only if it is for a VIP; then hold it for its first.
+                if !self.director.is_vip(ip.dst) && !self.director.is_masq_dest(ip.src) {
+                    return self.local();
+                }
+                match self.tracker.hold(fkey, frame.data(), now) {
+                    Ok(()) => Verdict::Held,
+                    Err(d) => self.frag_drop(d),
+                }
+            }
+        }
+    }
+
+    fn forward_fragment_in_place(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        cid: ConnId,
+        len: usize,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let dir = Direction::InputOnly;
+        let fwd = match self.director.conn_packet(cid, dir, 0, len, now) {
+            Ok(f) => f,
+            Err(_) => return self.drop(DropReason::DestUnavailable),
+        };
+        self.transmit_to_dest(frame, ip, &fwd, extra)
+    }
+
+    /// Forward a held fragment (a whole frame) to the connection's dest, as an extra frame.
+    fn forward_fragment(&mut self, held: &[u8], cid: ConnId, now: Time, extra: &mut Vec<Tx>) {
+        let mut f = Frame::from_bytes(held);
+        let Ok(p) = parse_ethernet(f.data()) else {
+            return;
+        };
+        let Some(ip) = p.ip().copied() else { return };
+        let len = ip.end() - ip.l3_offset;
+        match self.forward_fragment_in_place(&mut f, &ip, cid, len, now, extra) {
+            Verdict::Transmit { next_hop } => {
+                extra.push(Tx {
+                    frame: f,
+                    next_hop,
+                    generated: false,
+                });
+            }
+            Verdict::Reply { next_hop } => {
+                extra.push(Tx {
+                    frame: f,
+                    next_hop,
+                    generated: true,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Feed one fragment (IP packet) to the reassembler; when the datagram completes, NAT it
+    /// and send it on, fragmented again to the MTU.
+    fn reassemble_piece(
+        &mut self,
+        link: &[u8],
+        packet: &[u8],
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let Ok(p) = parse_ip(packet) else {
+            return self.drop(DropReason::FragMalformed);
+        };
+        let Some(ip) = p.ip().copied() else {
+            return self.drop(DropReason::FragMalformed);
+        };
+        match self.reasm.add(packet, &ip, now) {
+            Err(d) => self.frag_drop(d),
+            Ok(None) => Verdict::Held,
+            Ok(Some(datagram)) => {
+                let mut bytes = link.to_vec();
+                bytes.extend_from_slice(&datagram);
+                let mut f = Frame::from_bytes(&bytes);
+                let Ok(p) = parse_ethernet(f.data()) else {
+                    return self.drop(DropReason::FragMalformed);
+                };
+                let Some(whole) = p.ip().copied() else {
+                    return self.drop(DropReason::FragMalformed);
+                };
+                let v = self.process_whole_nat(&mut f, &whole, now, extra);
+                match v {
+                    Verdict::Transmit { next_hop } => {
+                        extra.push(Tx {
+                            frame: f,
+                            next_hop,
+                            generated: false,
+                        });
+                        Verdict::Held
+                    }
+                    Verdict::Reply { next_hop } => {
+                        extra.push(Tx {
+                            frame: f,
+                            next_hop,
+                            generated: true,
+                        });
+                        Verdict::Held
+                    }
+                    v => v,
+                }
+            }
+        }
+    }
+
+    /// A reassembled datagram through the ordinary path (connection lookup, NAT rewrite), then
+    /// out fragmented to the MTU again.
+    fn process_whole_nat(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        self.refragment = true;
+        let v = self.process_ip(frame, ip, now, extra);
+        self.refragment = false;
+        v
+    }
+}
