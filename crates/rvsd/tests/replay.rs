@@ -14,7 +14,6 @@ const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
 const RIP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 const VIP: [u8; 4] = [203, 0, 113, 10];
 const CIP: [u8; 4] = [192, 0, 2, 1];
-const RIP: [u8; 4] = [198, 51, 100, 11];
 const RIP_NAT: [u8; 4] = [198, 51, 100, 12];
 
 fn tmpdir(name: &str) -> PathBuf {

@@ -282,10 +282,8 @@ fn check_sliced(s: &SlicedPacket<'_>) -> Result<(), String> {
                         .calc_checksum_ipv6_raw(src, dst, u.payload())
                         .unwrap(),
                 )?,
-                Some(TransportSlice::Icmpv6(i)) => {
-                    if !i.is_checksum_valid(src, dst) {
-                        return Err("ICMPv6 checksum".into());
-                    }
+                Some(TransportSlice::Icmpv6(i)) if !i.is_checksum_valid(src, dst) => {
+                    return Err("ICMPv6 checksum".into());
                 }
                 _ => {}
             }
