@@ -148,8 +148,9 @@ impl TimeoutSecs {
 /// The director's settings. `Default` gives IPVS's defaults where IPVS has the setting.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Settings {
-    /// `expire_nodest_conn` (default false): when a dest is gone (deleted, or weight 0 and
-    /// quiescent), expire its connections at their next packet instead of forwarding them.
+    /// `expire_nodest_conn` (default false): when a dest is deleted, expire its connections at
+    /// once (their next packets are treated as new: a SYN is rescheduled, anything else gets
+    /// the expired-connection reply) instead of dropping their packets until they time out.
     pub expire_nodest_conn: bool,
     /// `expire_quiescent_template` (default false): persistence templates pointing at a dest of
     /// weight 0 expire at their next use, so persistent clients move to a live dest.
@@ -178,6 +179,48 @@ pub struct Settings {
     pub nodest_reply: ExpiredReply,
     /// `hash_seed` (default [`DEFAULT_HASH_SEED`]): seed of every hash the core computes.
     pub hash_seed: u64,
+    /// `icmp_msgs_per_sec` (default 1000, messages per second; Linux's name and default): global
+    /// rate of every ICMP message the director generates.
+    pub icmp_msgs_per_sec: u32,
+    /// `icmp_msgs_burst` (default 50 messages; Linux's): global burst of generated ICMP.
+    pub icmp_msgs_burst: u32,
+    /// `icmp_ratelimit` (default 1000 ms; Linux's): per destination, at most one generated ICMP
+    /// message per this interval, with a burst of [`ICMP_DEST_BURST`]. 0 = no per-destination limit.
+    pub icmp_ratelimit_ms: u32,
+    /// `icmp_forward_per_sec` (default 1000 messages per second): per source address, ICMP errors
+    /// forwarded to dests, so a flood is not relayed at full rate (burst: the same number). 0 =
+    /// unlimited.
+    pub icmp_forward_per_sec: u32,
+    /// `icmp_small_mtu` (default `clamp`): a forwarded frag-needed / packet-too-big advertising
+    /// less than 552 (IPv4) / 1280 (IPv6) bytes is raised to that floor (`clamp`) or dropped
+    /// (`refuse`); counted either way.
+    pub icmp_small_mtu: SmallMtuPolicy,
+    /// `icmp_echo_reply` (default false): answer ICMP echo requests to a VIP in the dataplane
+    /// (rate-limited like every generated message) instead of handing them to the host.
+    pub icmp_echo_reply: bool,
+}
+
+/// Per-destination burst of generated ICMP (Linux's `XRLIM_BURST_FACTOR`).
+pub const ICMP_DEST_BURST: u32 = 6;
+
+/// What to do with a forwarded too-big error advertising an MTU below the protocol's floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SmallMtuPolicy {
+    /// `clamp` (default): raise the advertised MTU to 552 (IPv4) / 1280 (IPv6).
+    #[default]
+    Clamp,
+    /// `refuse`: drop the error.
+    Refuse,
+}
+
+impl SmallMtuPolicy {
+    /// The config-file name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SmallMtuPolicy::Clamp => "clamp",
+            SmallMtuPolicy::Refuse => "refuse",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -194,6 +237,12 @@ impl Default for Settings {
             expired_reply: ExpiredReply::Rst,
             nodest_reply: ExpiredReply::Icmp,
             hash_seed: DEFAULT_HASH_SEED,
+            icmp_msgs_per_sec: 1000,
+            icmp_msgs_burst: 50,
+            icmp_ratelimit_ms: 1000,
+            icmp_forward_per_sec: 1000,
+            icmp_small_mtu: SmallMtuPolicy::Clamp,
+            icmp_echo_reply: false,
         }
     }
 }
@@ -237,6 +286,12 @@ impl Settings {
         "expired_reply",
         "nodest_reply",
         "hash_seed",
+        "icmp_msgs_per_sec",
+        "icmp_msgs_burst",
+        "icmp_ratelimit",
+        "icmp_forward_per_sec",
+        "icmp_small_mtu",
+        "icmp_echo_reply",
     ];
 
     /// Set one setting from its config-file text. Booleans take `0`, `1`, `true`, `false`;
@@ -271,6 +326,30 @@ impl Settings {
             "expired_reply" => self.expired_reply = parse_reply("expired_reply", v)?,
             "nodest_reply" => self.nodest_reply = parse_reply("nodest_reply", v)?,
             "hash_seed" => self.hash_seed = parse_seed(v)?,
+            "icmp_msgs_per_sec" => {
+                self.icmp_msgs_per_sec = parse_u32("icmp_msgs_per_sec", v, 1, 1_000_000)?;
+            }
+            "icmp_msgs_burst" => {
+                self.icmp_msgs_burst = parse_u32("icmp_msgs_burst", v, 1, 1_000_000)?;
+            }
+            "icmp_ratelimit" => self.icmp_ratelimit_ms = parse_u32("icmp_ratelimit", v, 0, 60_000)?,
+            "icmp_forward_per_sec" => {
+                self.icmp_forward_per_sec = parse_u32("icmp_forward_per_sec", v, 0, 10_000_000)?;
+            }
+            "icmp_small_mtu" => {
+                self.icmp_small_mtu = match v {
+                    "clamp" => SmallMtuPolicy::Clamp,
+                    "refuse" => SmallMtuPolicy::Refuse,
+                    _ => {
+                        return Err(SettingError::InvalidValue {
+                            name: "icmp_small_mtu",
+                            value: v.to_string(),
+                            expected: "one of clamp, refuse".to_string(),
+                        });
+                    }
+                };
+            }
+            "icmp_echo_reply" => self.icmp_echo_reply = parse_bool("icmp_echo_reply", v)?,
             _ => {
                 return Err(SettingError::UnknownSetting {
                     name: name.to_string(),
@@ -297,6 +376,12 @@ impl Settings {
             "expired_reply" => self.expired_reply.name().to_string(),
             "nodest_reply" => self.nodest_reply.name().to_string(),
             "hash_seed" => format!("{:#018x}", self.hash_seed),
+            "icmp_msgs_per_sec" => self.icmp_msgs_per_sec.to_string(),
+            "icmp_msgs_burst" => self.icmp_msgs_burst.to_string(),
+            "icmp_ratelimit" => self.icmp_ratelimit_ms.to_string(),
+            "icmp_forward_per_sec" => self.icmp_forward_per_sec.to_string(),
+            "icmp_small_mtu" => self.icmp_small_mtu.name().to_string(),
+            "icmp_echo_reply" => self.icmp_echo_reply.to_string(),
             _ => return None,
         })
     }
@@ -324,6 +409,17 @@ impl Settings {
     pub const fn dest_trash_timeout(&self) -> Time {
         self.dest_trash_timeout_secs as Time * SEC
     }
+}
+
+fn parse_u32(name: &'static str, v: &str, min: u32, max: u32) -> Result<u32, SettingError> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| SettingError::InvalidValue {
+            name,
+            value: v.to_string(),
+            expected: format!("a whole number from {min} to {max}"),
+        })
 }
 
 fn one_of<const N: usize>(names: [&str; N]) -> String {

@@ -15,9 +15,13 @@ use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
 use rvs_wire::parse::{IpInfo, Net, Transport, parse_ethernet, parse_ip, proto, tcp_flags};
 
 use crate::frag::{self, FragDrop, FragKey, FragLimits, FragTracker, Reassembler};
+use crate::ratelimit::{DEFAULT_MAX_KEYS, KeyedLimiter, TokenBucket};
+
+mod icmp;
 use crate::frame::Frame;
 use crate::verdict::{DropReason, Tx, Verdict};
 use crate::xmit::{self, NatSide, TunnelOuter};
+pub use icmp::{IcmpCounters, IcmpOutcome, MIN_PMTU_V4, MIN_PMTU_V6, TUNNEL_PMTU_AGE};
 
 /// How the director sits on its (one) interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +84,16 @@ pub struct Dataplane {
     /// fragmented to the MTU again instead of drawing a too-big error.
     refragment: bool,
     last_dest: Option<(IpAddr, u16)>,
+    /// The time of the packet being processed (for the rate limiters).
+    now: Time,
+    /// Generated ICMP: global bucket and per destination.
+    gen_global: TokenBucket,
+    gen_per_dest: KeyedLimiter,
+    /// Forwarded ICMP errors, per source.
+    fwd_per_src: KeyedLimiter,
+    /// Path MTU to each tunnel dest, learned from errors about our own tunnel packets.
+    tunnel_pmtu: hashbrown::HashMap<IpAddr, (u16, Time)>,
+    icmp_counters: IcmpCounters,
 }
 
 /// Default TTL / hop limit of packets the director originates.
@@ -107,6 +121,12 @@ impl Dataplane {
             pieces: Vec::new(),
             refragment: false,
             last_dest: None,
+            now: 0,
+            gen_global: TokenBucket::full(50, 0),
+            gen_per_dest: KeyedLimiter::new(DEFAULT_MAX_KEYS),
+            fwd_per_src: KeyedLimiter::new(DEFAULT_MAX_KEYS),
+            tunnel_pmtu: hashbrown::HashMap::new(),
+            icmp_counters: IcmpCounters::default(),
         }
     }
 
@@ -146,6 +166,21 @@ impl Dataplane {
         self.director.estimate_rates(now);
         self.tracker.expire(now);
         self.reasm.expire(now);
+        self.tunnel_pmtu
+            .retain(|_, (_, t)| now.saturating_sub(*t) < TUNNEL_PMTU_AGE);
+    }
+
+    /// ICMP counters by family, type, code and outcome.
+    pub fn icmp_counters(&self) -> &IcmpCounters {
+        &self.icmp_counters
+    }
+
+    /// The path MTU learned for a tunnel dest, if a fresh one is known.
+    pub fn tunnel_pmtu(&self, dest: IpAddr, now: Time) -> Option<u16> {
+        self.tunnel_pmtu
+            .get(&dest)
+            .filter(|(_, t)| now.saturating_sub(*t) < TUNNEL_PMTU_AGE)
+            .map(|(m, _)| *m)
     }
 
     fn drop(&mut self, r: DropReason) -> Verdict {
@@ -165,6 +200,7 @@ impl Dataplane {
     pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
         self.counters.rx += 1;
         self.last_dest = None;
+        self.now = now;
         let parsed = match parse_ethernet(frame.data()) {
             Ok(p) => p,
             Err(_) => return self.drop(DropReason::Malformed),
@@ -190,10 +226,11 @@ impl Dataplane {
         now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
-        if !matches!(ip.protocol, proto::TCP | proto::UDP) {
-            // ICMP and everything else that is not TCP/UDP: the host stack's (the ICMP issue
-            // adds the related-error paths).
-            return self.local();
+        match ip.protocol {
+            proto::TCP | proto::UDP => {}
+            proto::ICMP | proto::ICMPV6 => return self.icmp(frame, ip, now, extra),
+            // Everything else is the host stack's.
+            _ => return self.local(),
         }
         if let Some(f) = ip.fragment {
             return self.fragment(frame, ip, f.is_first(), now, extra);
@@ -251,7 +288,7 @@ impl Dataplane {
             Err(ConnDrop::DestUnavailable) => return self.drop(DropReason::DestUnavailable),
             Err(ConnDrop::Gone) => return self.drop(DropReason::DestUnavailable),
         };
-        self.transmit_to_dest(frame, ip, &fwd, extra)
+        self.transmit_to_dest(frame, ip, &fwd, now, extra)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -306,6 +343,7 @@ impl Dataplane {
         frame: &mut Frame,
         ip: &IpInfo,
         fwd: &Forward,
+        now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         if let Some(v) = self.ttl_check(frame, ip) {
@@ -325,7 +363,7 @@ impl Dataplane {
                 }
                 self.fit_mtu(frame, ip, fwd.daddr, extra)
             }
-            FwdMethod::Tunnel => self.tunnel(frame, ip, fwd.daddr, extra),
+            FwdMethod::Tunnel => self.tunnel(frame, ip, fwd.daddr, now, extra),
         }
     }
 
@@ -487,11 +525,19 @@ impl Dataplane {
         }
     }
 
+    fn path_mtu(&self, daddr: IpAddr, now: Time) -> u16 {
+        match self.tunnel_pmtu(daddr, now) {
+            Some(m) => m.min(self.cfg.mtu),
+            None => self.cfg.mtu,
+        }
+    }
+
     fn tunnel(
         &mut self,
         frame: &mut Frame,
         ip: &IpInfo,
         daddr: IpAddr,
+        now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         let Some(src) = first_of_family(&self.cfg.addrs, daddr.is_ipv4()) else {
@@ -519,7 +565,9 @@ impl Dataplane {
             }),
             _ => return self.drop(DropReason::NoTunnelSource),
         };
-        let mtu = usize::from(self.cfg.mtu);
+        // The path to the dest may be narrower than our link: learned from errors about our own
+        // tunnel packets (RFC 1191 / RFC 8201 for the tunnel path, item 8 of the ICMP issue).
+        let mtu = usize::from(self.path_mtu(daddr, now));
         let size = ip.end() - ip.l3_offset;
         let limit = mtu.saturating_sub(outer.overhead());
         if size > limit {
@@ -584,10 +632,19 @@ impl Dataplane {
             return self.drop(DropReason::ReplyRefused);
         };
         let packet = &frame.data()[ip.l3_offset..ip.end()];
-        match build::icmpv4_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
-            Ok(n) => self.replace_with_reply(frame, ip, n),
-            Err(_) => self.drop(DropReason::ReplyRefused),
+        let n = match build::icmpv4_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
+            Ok(n) => n,
+            Err(_) => return self.drop(DropReason::ReplyRefused),
+        };
+        let (t, c) = (self.scratch[20], self.scratch[21]);
+        if !self.may_generate(ip.src) {
+            self.icmp_counters
+                .count(false, t, c, IcmpOutcome::Suppressed);
+            return self.drop(DropReason::ReplySuppressed);
         }
+        self.icmp_counters
+            .count(false, t, c, IcmpOutcome::Generated);
+        self.replace_with_reply(frame, ip, n)
     }
 
     fn reply_icmpv6(
@@ -601,10 +658,18 @@ impl Dataplane {
             return self.drop(DropReason::ReplyRefused);
         };
         let packet = &frame.data()[ip.l3_offset..ip.end()];
-        match build::icmpv6_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
-            Ok(n) => self.replace_with_reply(frame, ip, n),
-            Err(_) => self.drop(DropReason::ReplyRefused),
+        let n = match build::icmpv6_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
+            Ok(n) => n,
+            Err(_) => return self.drop(DropReason::ReplyRefused),
+        };
+        let (t, c) = (self.scratch[40], self.scratch[41]);
+        if !self.may_generate(ip.src) {
+            self.icmp_counters
+                .count(true, t, c, IcmpOutcome::Suppressed);
+            return self.drop(DropReason::ReplySuppressed);
         }
+        self.icmp_counters.count(true, t, c, IcmpOutcome::Generated);
+        self.replace_with_reply(frame, ip, n)
     }
 
     // ---- fragments -----------------------------------------------------------------------
@@ -729,7 +794,7 @@ impl Dataplane {
             Ok(f) => f,
             Err(_) => return self.drop(DropReason::DestUnavailable),
         };
-        self.transmit_to_dest(frame, ip, &fwd, extra)
+        self.transmit_to_dest(frame, ip, &fwd, now, extra)
     }
 
     /// Forward a held fragment (a whole frame) to the connection's dest, as an extra frame.

@@ -10,9 +10,10 @@
 pub mod dataplane;
 pub mod frag;
 pub mod frame;
+pub mod ratelimit;
 pub mod verdict;
 pub mod xmit;
 
-pub use dataplane::{Dataplane, DataplaneConfig, DataplaneCounters};
+pub use dataplane::{Dataplane, DataplaneConfig, DataplaneCounters, IcmpCounters, IcmpOutcome};
 pub use frame::Frame;
 pub use verdict::{DropReason, Tx, Verdict};

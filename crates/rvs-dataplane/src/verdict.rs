@@ -103,4 +103,18 @@ drop_reasons! {
     FragTooBig = "frag_too_big",
     /// A fragment too malformed to track.
     FragMalformed = "frag_malformed",
+    /// An ICMP message for us whose checksum is wrong (RFC 792 / RFC 4443 §2.3).
+    IcmpBadChecksum = "icmp_bad_checksum",
+    /// An ICMP error for us too short or with a quote whose lengths are bogus.
+    IcmpMalformed = "icmp_malformed",
+    /// An ICMP error about an ICMP error (RFC 1812 §4.3.2.7): never acted on.
+    IcmpAboutError = "icmp_about_error",
+    /// A fragmented ICMP message to a VIP.
+    IcmpFragment = "icmp_fragment",
+    /// A forwarded ICMP error over its source's rate.
+    IcmpRateLimited = "icmp_rate_limited",
+    /// A forwarded too-big error advertising an MTU below the floor, with policy `refuse`.
+    IcmpSmallMtu = "icmp_small_mtu",
+    /// A reply the director would generate, suppressed by the rate limits (counted).
+    ReplySuppressed = "reply_suppressed",
 }

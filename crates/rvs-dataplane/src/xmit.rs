@@ -140,6 +140,159 @@ pub fn encapsulate(frame: &mut Frame, ip: &IpInfo, outer: &TunnelOuter) -> bool 
     }
 }
 
+/// Which way a NAT'd ICMP error travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpNat {
+    /// From the client side to the dest: outer destination VIP → RIP, quoted source
+    /// VIP:vport → RIP:rport (the quote is what the client received from the VIP).
+    ToDest,
+    /// From the dest side to the client: outer source → VIP, quoted destination
+    /// RIP:rport → VIP:vport (the quote is what the dest received from the client).
+    ToClient,
+}
+
+fn get16(d: &[u8], at: usize) -> Option<u16> {
+    d.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+fn put16(d: &mut [u8], at: usize, v: u16) -> bool {
+    match d.get_mut(at..at + 2) {
+        Some(b) => {
+            b.copy_from_slice(&v.to_be_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+/// NAT an ICMP / ICMPv6 error in place (IPVS `ip_vs_nat_icmp`): the outer address, the quoted
+/// address and the quoted port, with RFC 1624 updates of the outer IPv4 header checksum, the
+/// quoted IPv4 header checksum, the quoted TCP/UDP checksum when its field is quoted, and the
+/// ICMP checksum (ICMPv6: including its pseudo-header). Returns false, leaving
+/// the frame unusable, when the message is not a readable error (callers check before).
+pub fn nat_icmp_error(data: &mut [u8], ip: &IpInfo, dir: IcmpNat, addr: IpAddr, port: u16) -> bool {
+    use rvs_wire::checksum;
+    let (l3, l4, end) = (ip.l3_offset, ip.l4_offset, ip.end());
+    if end > data.len() || l4 + 8 > end || l3 > l4 {
+        return false;
+    }
+    let v6 = !ip.is_ipv4();
+    let (qhl, qproto, qlen) = {
+        let msg = &data[l4..end];
+        let e = if v6 {
+            rvs_wire::quote::read_icmpv6_error(msg)
+        } else {
+            rvs_wire::quote::read_icmpv4_error(msg)
+        };
+        let Ok(e) = e else { return false };
+        let q = e.quote;
+        if q.is_ipv4() == v6 || q.is_non_first_fragment() {
+            return false;
+        }
+        (q.header_len, q.protocol, q.bytes().len())
+    };
+    let Some(mut icmp_ck) = get16(data, l4 + 2) else {
+        return false;
+    };
+    // Outer header.
+    let (head, _) = data.split_at_mut(l4);
+    let old_outer = match addr {
+        IpAddr::V4(a) if !v6 => {
+            let Ok(mut p) = Ipv4Packet::new_checked(&mut head[l3..]) else {
+                return false;
+            };
+            IpAddr::V4(match dir {
+                IcmpNat::ToDest => p.set_dst_addr_update_checksum(a),
+                IcmpNat::ToClient => p.set_src_addr_update_checksum(a),
+            })
+        }
+        IpAddr::V6(a) if v6 => {
+            let Ok(mut p) = Ipv6Packet::new_checked(&mut head[l3..]) else {
+                return false;
+            };
+            let old = match dir {
+                IcmpNat::ToDest => p.dst_addr(),
+                IcmpNat::ToClient => p.src_addr(),
+            };
+            match dir {
+                IcmpNat::ToDest => p.set_dst_addr(a),
+                IcmpNat::ToClient => p.set_src_addr(a),
+            }
+            // The ICMPv6 checksum covers the outer addresses through its pseudo-header.
+            icmp_ck = checksum::update_addr(icmp_ck, IpAddr::V6(old), IpAddr::V6(a));
+            IpAddr::V6(old)
+        }
+        _ => return false,
+    };
+    let _ = old_outer;
+    // Quoted address.
+    let q0 = l4 + 8;
+    let qaddr_at = match (v6, dir) {
+        (false, IcmpNat::ToDest) => q0 + 12,
+        (false, IcmpNat::ToClient) => q0 + 16,
+        (true, IcmpNat::ToDest) => q0 + 8,
+        (true, IcmpNat::ToClient) => q0 + 24,
+    };
+    let alen = if v6 { 16 } else { 4 };
+    let new_bytes: [u8; 16] = match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    };
+    let Some(old_slice) = data.get(qaddr_at..qaddr_at + alen) else {
+        return false;
+    };
+    let mut old_bytes = [0u8; 16];
+    old_bytes[..alen].copy_from_slice(old_slice);
+    data[qaddr_at..qaddr_at + alen].copy_from_slice(&new_bytes[..alen]);
+    icmp_ck = checksum::update_bytes(icmp_ck, &old_bytes[..alen], &new_bytes[..alen]);
+    if !v6 {
+        // The quoted IPv4 header checksum follows its address change.
+        let Some(old_qck) = get16(data, q0 + 10) else {
+            return false;
+        };
+        let new_qck = checksum::update_bytes(old_qck, &old_bytes[..4], &new_bytes[..4]);
+        put16(data, q0 + 10, new_qck);
+        icmp_ck = checksum::update16(icmp_ck, old_qck, new_qck);
+    }
+    // Quoted port.
+    let port_at = q0 + qhl + if dir == IcmpNat::ToDest { 0 } else { 2 };
+    if port_at + 2 > q0 + qlen {
+        return false;
+    }
+    let Some(old_port) = get16(data, port_at) else {
+        return false;
+    };
+    put16(data, port_at, port);
+    icmp_ck = checksum::update16(icmp_ck, old_port, port);
+    // Quoted L4 checksum, whenever its field is inside the quote (as Linux's NAT does): the
+    // update is incremental, so it needs the field, not the whole segment, and it gives the
+    // dest back exactly the bytes it sent. An 8-byte quote (RFC 792 minimum) holds no TCP
+    // checksum; a zero UDP checksum stays zero.
+    let l4_ck_at = match qproto {
+        6 => Some(q0 + qhl + 16),
+        17 => Some(q0 + qhl + 6),
+        _ => None,
+    };
+    if let Some(at) = l4_ck_at
+        && at + 2 <= q0 + qlen
+        && let Some(old_l4) = get16(data, at)
+        && !(qproto == 17 && old_l4 == 0)
+    {
+        let mut c = checksum::update_bytes(old_l4, &old_bytes[..alen], &new_bytes[..alen]);
+        c = checksum::update16(c, old_port, port);
+        if qproto == 17 {
+            c = checksum::udp_nonzero(c);
+        }
+        put16(data, at, c);
+        icmp_ck = checksum::update16(icmp_ck, old_l4, c);
+    }
+    put16(data, l4 + 2, icmp_ck)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
