@@ -19,7 +19,7 @@ use crate::ratelimit::{DEFAULT_MAX_KEYS, KeyedLimiter, TokenBucket};
 
 mod icmp;
 use crate::frame::Frame;
-use crate::verdict::{DropReason, Tx, Verdict};
+use crate::verdict::{DropLog, DropLogger, DropReason, Tx, Verdict};
 use crate::xmit::{self, NatSide, TunnelOuter};
 pub use icmp::{IcmpCounters, IcmpOutcome, MIN_PMTU_V4, MIN_PMTU_V6, TUNNEL_PMTU_AGE};
 
@@ -94,7 +94,11 @@ pub struct Dataplane {
     /// Path MTU to each tunnel dest, learned from errors about our own tunnel packets.
     tunnel_pmtu: hashbrown::HashMap<IpAddr, (u16, Time)>,
     icmp_counters: IcmpCounters,
+    drop_log: DropLogger,
 }
+
+/// Interval of the rate-limited drop log: one line per reason per 10 s of dataplane time.
+pub const DROP_LOG_INTERVAL: Time = 10 * rvs_core::types::SEC;
 
 /// Default TTL / hop limit of packets the director originates.
 pub const ORIGIN_TTL: u8 = 64;
@@ -127,6 +131,7 @@ impl Dataplane {
             fwd_per_src: KeyedLimiter::new(DEFAULT_MAX_KEYS),
             tunnel_pmtu: hashbrown::HashMap::new(),
             icmp_counters: IcmpCounters::default(),
+            drop_log: DropLogger::new(DROP_LOG_INTERVAL),
         }
     }
 
@@ -187,7 +192,15 @@ impl Dataplane {
         if let Some(c) = self.counters.drops.get_mut(r as usize) {
             *c += 1;
         }
+        self.drop_log.note(r, self.now);
         Verdict::Drop(r)
+    }
+
+    /// Take the rate-limited log lines about drops (at most one per reason per
+    /// [`DROP_LOG_INTERVAL`], each with the count of drops it stands for). The daemon and
+    /// `rvsd replay` print them; nothing is ever logged per packet.
+    pub fn take_drop_log(&mut self) -> Vec<DropLog> {
+        self.drop_log.drain()
     }
 
     fn local(&mut self) -> Verdict {

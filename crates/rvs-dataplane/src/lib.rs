@@ -16,4 +16,4 @@ pub mod xmit;
 
 pub use dataplane::{Dataplane, DataplaneConfig, DataplaneCounters, IcmpCounters, IcmpOutcome};
 pub use frame::Frame;
-pub use verdict::{DropReason, Tx, Verdict};
+pub use verdict::{DropLog, DropLogger, DropReason, Tx, Verdict};

@@ -118,3 +118,111 @@ drop_reasons! {
     /// A reply the director would generate, suppressed by the rate limits (counted).
     ReplySuppressed = "reply_suppressed",
 }
+
+/// A rate-limited log line about dropped packets: at most one per reason per interval, carrying
+/// how many drops of that reason were not logged since the last line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropLog {
+    /// When (dataplane clock, ns).
+    pub at: u64,
+    /// Why packets were dropped.
+    pub reason: DropReason,
+    /// Drops of this reason since the previous line for it that got no line of their own.
+    pub suppressed: u64,
+}
+
+/// Turns drops into at most one [`DropLog`] per reason per interval, in a bounded queue.
+#[derive(Debug, Clone)]
+pub struct DropLogger {
+    interval: u64,
+    last: Vec<Option<u64>>,
+    suppressed: Vec<u64>,
+    queue: Vec<DropLog>,
+    /// Lines lost because the queue was full (nobody drained it).
+    pub overflow: u64,
+}
+
+/// Most log lines held until drained.
+pub const DROP_LOG_QUEUE: usize = 256;
+
+impl DropLogger {
+    /// A logger that allows one line per reason every `interval` ns.
+    pub fn new(interval: u64) -> DropLogger {
+        let n = DropReason::ALL.len();
+        DropLogger {
+            interval,
+            last: vec![None; n],
+            suppressed: vec![0; n],
+            queue: Vec::new(),
+            overflow: 0,
+        }
+    }
+
+    /// Note one drop at `now`; queues a line when the reason's interval has passed.
+    pub fn note(&mut self, reason: DropReason, now: u64) {
+        let i = reason as usize;
+        let due = match self.last.get(i).copied().flatten() {
+            None => true,
+            Some(t) => now.saturating_sub(t) >= self.interval,
+        };
+        if !due {
+            if let Some(s) = self.suppressed.get_mut(i) {
+                *s += 1;
+            }
+            return;
+        }
+        let suppressed = self.suppressed.get(i).copied().unwrap_or(0);
+        if self.queue.len() >= DROP_LOG_QUEUE {
+            self.overflow += 1;
+            if let Some(s) = self.suppressed.get_mut(i) {
+                *s += 1;
+            }
+            return;
+        }
+        self.queue.push(DropLog {
+            at: now,
+            reason,
+            suppressed,
+        });
+        if let (Some(l), Some(s)) = (self.last.get_mut(i), self.suppressed.get_mut(i)) {
+            *l = Some(now);
+            *s = 0;
+        }
+    }
+
+    /// Take the queued lines.
+    pub fn drain(&mut self) -> Vec<DropLog> {
+        core::mem::take(&mut self.queue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_reason_per_interval_with_suppressed_count() {
+        let mut l = DropLogger::new(10);
+        for t in 0..25 {
+            l.note(DropReason::IcmpBadChecksum, t);
+        }
+        l.note(DropReason::Malformed, 3);
+        let lines = l.drain();
+        let bad: Vec<_> = lines
+            .iter()
+            .filter(|x| x.reason == DropReason::IcmpBadChecksum)
+            .collect();
+        assert_eq!(bad.len(), 3, "{lines:?}");
+        assert_eq!((bad[0].at, bad[0].suppressed), (0, 0));
+        assert_eq!((bad[1].at, bad[1].suppressed), (10, 9));
+        assert_eq!((bad[2].at, bad[2].suppressed), (20, 9));
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|x| x.reason == DropReason::Malformed)
+                .count(),
+            1
+        );
+        assert!(l.drain().is_empty());
+    }
+}

@@ -232,6 +232,18 @@ pub(crate) fn run(a: &ReplayArgs) -> Result<ReplaySummary> {
         for tx in &mut extra {
             emit(&mut tx.frame, tx.next_hop)?;
         }
+        for l in dp.take_drop_log() {
+            // At most one line per reason per 10 s of capture time (never one per packet).
+            eprintln!(
+                "rvsd replay: packet {index}: dropped ({}){}",
+                l.reason.name(),
+                if l.suppressed > 0 {
+                    format!(", {} more since the last report", l.suppressed)
+                } else {
+                    String::new()
+                }
+            );
+        }
         if let Some(w) = jsonl.as_mut() {
             let mut line = serde_json::Map::new();
             line.insert("index".into(), index.into());

@@ -119,6 +119,7 @@ fn replay_dr_and_nat_with_verdicts() {
     let (code, err) = rvsd(&args);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("7 packets in, 5 frames out"), "{err}");
+    assert_eq!(err.matches("dropped (malformed)").count(), 1, "{err}");
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(d.join("out.jsonl"))
         .unwrap()
@@ -200,6 +201,27 @@ fn replay_dr_and_nat_with_verdicts() {
     assert!(t.rst());
     assert_eq!((t.source_port(), t.destination_port()), (80, 40002));
     assert_eq!(t.sequence_number(), 1);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn drop_log_is_rate_limited_not_per_packet() {
+    let d = tmpdir("flood");
+    let ds = d.to_str().unwrap();
+    let rules = d.join("rules");
+    std::fs::write(&rules, "-A -t 203.0.113.10:80 -s rr\n").unwrap();
+    // 500 malformed frames within 5 s of capture time: one log line, not 500.
+    let mut bad = eth_tcp(CIP, VIP, 1, 80, true);
+    bad.truncate(14 + 10);
+    let frames: Vec<Vec<u8>> = (0..500).map(|_| bad.clone()).collect();
+    let input = d.join("in.pcap");
+    write_capture(&input, &frames);
+    let args = base_args(ds, rules.to_str().unwrap(), input.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = rvsd(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("dropped (malformed)").count(), 1, "{err}");
+    assert!(err.contains("drop 500"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
 
