@@ -271,6 +271,10 @@ impl Dataplane {
             let policy = self.settings().expired_reply;
             return self.reply_policy(frame, ip, policy, DropReason::ExpiredConn);
         }
+        // A packet that cannot be forwarded (TTL exhausted) must not create a connection.
+        if let Some(v) = self.ttl_check(frame, ip) {
+            return v;
+        }
         match self.director.new_conn(svc, &key, now) {
             Ok(f) => self.forward_in(frame, ip, f.conn, flags, len, now, extra),
             Err(NewConnError::NoDest) => {
@@ -325,6 +329,10 @@ impl Dataplane {
         if let Some(v) = self.ttl_check(frame, ip) {
             return v;
         }
+        // Before the rewrite: a too-big error quotes the packet as it arrived.
+        if let Some(v) = self.too_big_reply(frame, ip, usize::from(self.cfg.mtu), false) {
+            return v;
+        }
         let data = frame.data_mut();
         xmit::decrement_ttl(data, ip);
         if !xmit::nat_rewrite(data, ip, NatSide::Source, fwd.key.dst, fwd.key.dport) {
@@ -363,6 +371,13 @@ impl Dataplane {
             return v;
         }
         self.last_dest = Some((fwd.daddr, fwd.dport));
+        // Before the rewrite: a too-big error quotes the packet as it arrived (the tunnel
+        // checks against its own, smaller, limit).
+        if fwd.fwd != FwdMethod::Tunnel
+            && let Some(v) = self.too_big_reply(frame, ip, usize::from(self.cfg.mtu), false)
+        {
+            return v;
+        }
         match fwd.fwd {
             FwdMethod::DirectRoute => {
                 xmit::decrement_ttl(frame.data_mut(), ip);
@@ -454,29 +469,12 @@ impl Dataplane {
         next_hop: IpAddr,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
+        if let Some(v) = self.too_big_reply(frame, ip, limit, outer.is_some()) {
+            return v;
+        }
         let data = frame.data();
         let packet = &data[ip.l3_offset..ip.end()];
         let df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
-        let pmtu_disc = self.settings().pmtu_disc;
-        if !ip.is_ipv4() || (df && (pmtu_disc || outer.is_none())) {
-            // RFC 1191 / RFC 8201: tell the sender the MTU that fits (the ICMP issue rate-limits
-            // these and covers errors coming back from the tunnel path).
-            let mtu = limit.min(usize::from(u16::MAX)) as u16;
-            let Some(me) = self.reply_source(ip) else {
-                return self.drop(DropReason::TooBig);
-            };
-            return match me {
-                IpAddr::V4(s) => self.reply_icmpv4(frame, ip, s, Icmpv4Error::FragNeeded { mtu }),
-                IpAddr::V6(s) => self.reply_icmpv6(
-                    frame,
-                    ip,
-                    s,
-                    Icmpv6Error::PacketTooBig {
-                        mtu: u32::from(mtu).max(1280),
-                    },
-                ),
-            };
-        }
         // IPv4 without DF (or DF with pmtu_disc off in tunnel mode): fragment the packet.
         let mut pieces = core::mem::take(&mut self.pieces);
         pieces.clear();
@@ -514,6 +512,51 @@ impl Dataplane {
         }
         self.pieces = pieces;
         Verdict::Held
+    }
+
+    /// A packet bigger than `limit` (the room for the IP packet, after any tunnel overhead)
+    /// that may not be fragmented here — IPv6, or IPv4 with DF honoured — is answered with
+    /// frag-needed / packet-too-big (RFC 1191 / RFC 8201: tell the sender the MTU that fits).
+    /// `None`: it fits, it may be fragmented, or the director reassembled it (it leaves
+    /// refragmented).
+    ///
+    /// The transmitters call this before they rewrite the packet, so the error quotes the
+    /// packet as its sender sent it (RFC 1812 §4.3.2.3, RFC 4443 §2.4 (c)): a NAT client must
+    /// find its own VIP:vport in the quote to match the error to its socket, not RIP:rport.
+    fn too_big_reply(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        limit: usize,
+        tunnel: bool,
+    ) -> Option<Verdict> {
+        if ip.end() - ip.l3_offset <= limit || self.refragment {
+            return None;
+        }
+        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        let df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
+        if ip.is_ipv4() && !(df && (self.settings().pmtu_disc || !tunnel)) {
+            return None;
+        }
+        // Only the first fragment of a datagram draws an error (RFC 1812 §4.3.2.7).
+        if ip.fragment.is_some_and(|f| !f.is_first()) {
+            return Some(self.drop(DropReason::TooBig));
+        }
+        let mtu = limit.min(usize::from(u16::MAX)) as u16;
+        let Some(me) = self.reply_source(ip) else {
+            return Some(self.drop(DropReason::TooBig));
+        };
+        Some(match me {
+            IpAddr::V4(s) => self.reply_icmpv4(frame, ip, s, Icmpv4Error::FragNeeded { mtu }),
+            IpAddr::V6(s) => self.reply_icmpv6(
+                frame,
+                ip,
+                s,
+                Icmpv6Error::PacketTooBig {
+                    mtu: u32::from(mtu).max(1280),
+                },
+            ),
+        })
     }
 
     fn with_ident(&mut self, o: TunnelOuter, df: bool) -> TunnelOuter {
@@ -556,13 +599,10 @@ impl Dataplane {
         let Some(src) = first_of_family(&self.cfg.addrs, daddr.is_ipv4()) else {
             return self.drop(DropReason::NoTunnelSource);
         };
-        xmit::decrement_ttl(frame.data_mut(), ip);
         let packet = &frame.data()[ip.l3_offset..ip.end()];
         let inner_df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
-        let ttl = packet
-            .get(if ip.is_ipv4() { 8 } else { 7 })
-            .copied()
-            .unwrap_or(ORIGIN_TTL);
+        // The inner TTL after the decrement below (`ttl_check` passed: it is at least 2).
+        let ttl = ip.ttl.saturating_sub(1);
         let outer = match (src, daddr) {
             (IpAddr::V4(s), IpAddr::V4(d)) if ip.is_ipv4() => TunnelOuter::V4(Ipv4Tunnel {
                 src: s,
@@ -583,6 +623,11 @@ impl Dataplane {
         let mtu = usize::from(self.path_mtu(daddr, now));
         let size = ip.end() - ip.l3_offset;
         let limit = mtu.saturating_sub(outer.overhead());
+        // Before the decrement: a too-big error quotes the packet as it arrived.
+        if let Some(v) = self.too_big_reply(frame, ip, limit, true) {
+            return v;
+        }
+        xmit::decrement_ttl(frame.data_mut(), ip);
         if size > limit {
             return self.too_big(frame, ip, limit, Some(outer), daddr, extra);
         }
@@ -649,6 +694,14 @@ impl Dataplane {
             Ok(n) => n,
             Err(_) => return self.drop(DropReason::ReplyRefused),
         };
+        // Sent with DF clear, so it needs an ID unique to its source and destination
+        // (RFC 6864 §4.2): give it the next one of our counter.
+        self.ident = self.ident.wrapping_add(1);
+        let ident = self.ident;
+        if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut self.scratch[..n]) {
+            p.set_ident(ident);
+            p.fill_checksum();
+        }
         let (t, c) = (self.scratch[20], self.scratch[21]);
         if !self.may_generate(ip.src) {
             self.icmp_counters

@@ -260,6 +260,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         set16(self.buffer.as_mut(), ipv4::TOTAL_LEN, len);
     }
 
+    /// Set the identification field. Does not update the checksum.
+    pub fn set_ident(&mut self, ident: u16) {
+        set16(self.buffer.as_mut(), ipv4::IDENT, ident);
+    }
+
     /// Set the flags and fragment offset (`offset` in bytes, multiple of 8). Does not update the checksum.
     pub fn set_frag(&mut self, dont_frag: bool, more_frags: bool, offset: u16) {
         let v =

@@ -314,3 +314,277 @@ pub fn assert_transmit(name: &str, out: &Out, next_hop: IpAddr, expected: &[u8])
     );
     verify_checksums(&out.frame);
 }
+
+// ---- forwarding-method fixtures (nat, dr, tunnel) --------------------------------------------
+
+/// TTL / hop limit of packets the director originates (the conventional default, RFC 1700).
+pub const REPLY_TTL: u8 = 64;
+
+/// Most bytes of an ICMPv4 error datagram (RFC 1812 §4.3.2.3: as much of the offending datagram
+/// as fits in 576 bytes).
+pub const ICMPV4_ERROR_MAX: usize = 576;
+
+/// Most bytes of an ICMPv6 error packet (RFC 4443 §2.4 (c): as much as fits in the minimum MTU).
+pub const ICMPV6_ERROR_MAX: usize = 1280;
+
+/// An IPv4 packet with its header edited by `edit` (TOS, ident, flags, options...): total length
+/// and header checksum recomputed by etherparse, the payload (whose L4 checksum does not cover
+/// these fields) kept as is.
+pub fn with_ipv4_header(packet: &[u8], edit: impl FnOnce(&mut etherparse::Ipv4Header)) -> Vec<u8> {
+    let (mut h, rest) = etherparse::Ipv4Header::from_slice(packet).unwrap();
+    let payload = &rest[..usize::from(h.total_len) - h.header_len()];
+    edit(&mut h);
+    h.total_len = (h.header_len() + payload.len()) as u16;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = h.to_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// [`with_ipv4_header`] clearing DF and setting the identification.
+pub fn no_df(packet: &[u8], ident: u16) -> Vec<u8> {
+    with_ipv4_header(packet, |h| {
+        h.dont_fragment = false;
+        h.identification = ident;
+    })
+}
+
+/// The ICMPv4 error the director originates from `src` to `dst`: TTL [`REPLY_TTL`], ident 0,
+/// DF clear, quoting `offending` cut to fit [`ICMPV4_ERROR_MAX`].
+pub fn icmpv4_error(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    t: etherparse::Icmpv4Type,
+    offending: &[u8],
+) -> Vec<u8> {
+    let quote = &offending[..offending.len().min(ICMPV4_ERROR_MAX - 20 - 8)];
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src.octets(), dst.octets(), REPLY_TTL)
+        .icmpv4(t)
+        .write(&mut v, quote)
+        .unwrap();
+    with_ipv4_header(&v, |h| h.dont_fragment = false)
+}
+
+/// The ICMPv6 error the director originates from `src` to `dst`: hop limit [`REPLY_TTL`],
+/// quoting `offending` cut to fit [`ICMPV6_ERROR_MAX`].
+pub fn icmpv6_error(
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    t: etherparse::Icmpv6Type,
+    offending: &[u8],
+) -> Vec<u8> {
+    let quote = &offending[..offending.len().min(ICMPV6_ERROR_MAX - 40 - 8)];
+    let mut v = Vec::new();
+    PacketBuilder::ipv6(src.octets(), dst.octets(), REPLY_TTL)
+        .icmpv6(t)
+        .write(&mut v, quote)
+        .unwrap();
+    v
+}
+
+/// ICMPv4 time exceeded, TTL exceeded in transit (type 11 code 0).
+pub fn ttl_exceeded4() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+}
+
+/// ICMPv6 time exceeded, hop limit exceeded in transit (type 3 code 0).
+pub fn hop_limit_exceeded6() -> etherparse::Icmpv6Type {
+    etherparse::Icmpv6Type::TimeExceeded(etherparse::icmpv6::TimeExceededCode::HopLimitExceeded)
+}
+
+/// ICMPv4 fragmentation needed and DF set (type 3 code 4) advertising `mtu` (RFC 1191).
+pub fn frag_needed4(mtu: u16) -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+    )
+}
+
+/// ICMPv6 packet too big (type 2) advertising `mtu` (RFC 8201).
+pub fn packet_too_big6(mtu: u32) -> etherparse::Icmpv6Type {
+    etherparse::Icmpv6Type::PacketTooBig { mtu }
+}
+
+/// Assert a generated reply towards `next_hop` whose frame equals `expected` byte for byte,
+/// checksums verified independently, nothing else transmitted.
+pub fn assert_reply(name: &str, out: &Out, next_hop: IpAddr, expected: &[u8]) {
+    assert_eq!(out.verdict, Verdict::Reply { next_hop }, "{name}: verdict");
+    let expected = adopt_icmpv4_ident(name, &out.frame, expected);
+    assert_bytes(&format!("{name}: reply frame"), &out.frame, &expected);
+    assert!(out.extra.is_empty(), "{name}: nothing else transmitted");
+    verify_checksums(&out.frame);
+}
+
+/// Fragment an IPv4 datagram without options (DF clear) into packets of at most `mtu` bytes
+/// the RFC 791 way: every fragment but the last carries the largest multiple of 8 bytes of data
+/// that fits; identification, TOS and TTL copied; MF and offset set; checksums by etherparse.
+pub fn fragment_v4(datagram: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+    let (h, rest) = etherparse::Ipv4Header::from_slice(datagram).unwrap();
+    assert!(
+        h.options.is_empty() && !h.dont_fragment,
+        "fragment_v4: plain non-DF datagrams only"
+    );
+    let data = &rest[..usize::from(h.total_len) - h.header_len()];
+    let room = (mtu - h.header_len()) / 8 * 8;
+    data.chunks(room)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = h.clone();
+            f.more_fragments = (i + 1) * room < data.len();
+            f.fragment_offset = etherparse::IpFragOffset::try_new((i * room / 8) as u16).unwrap();
+            f.total_len = (f.header_len() + chunk.len()) as u16;
+            f.header_checksum = f.calc_header_checksum();
+            let mut v = f.to_bytes().to_vec();
+            v.extend_from_slice(chunk);
+            v
+        })
+        .collect()
+}
+
+/// Reassemble IPv4 fragments (in any order, no options) into the datagram they carry: the
+/// first fragment's header with MF and offset cleared, total length and checksum recomputed.
+pub fn reassemble_v4(fragments: &[&[u8]]) -> Vec<u8> {
+    let mut parts: Vec<(usize, bool, etherparse::Ipv4Header, Vec<u8>)> = fragments
+        .iter()
+        .map(|f| {
+            let (h, rest) = etherparse::Ipv4Header::from_slice(f).unwrap();
+            let data = rest[..usize::from(h.total_len) - h.header_len()].to_vec();
+            (
+                usize::from(h.fragment_offset.value()) * 8,
+                h.more_fragments,
+                h,
+                data,
+            )
+        })
+        .collect();
+    parts.sort_by_key(|p| p.0);
+    let mut data = Vec::new();
+    for (off, _, _, d) in &parts {
+        assert_eq!(*off, data.len(), "reassemble_v4: fragments contiguous");
+        data.extend_from_slice(d);
+    }
+    assert!(
+        !parts.last().unwrap().1,
+        "reassemble_v4: last fragment has MF clear"
+    );
+    let mut h = parts[0].2.clone();
+    h.more_fragments = false;
+    h.fragment_offset = etherparse::IpFragOffset::ZERO;
+    h.total_len = (h.header_len() + data.len()) as u16;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = h.to_bytes().to_vec();
+    v.extend_from_slice(&data);
+    v
+}
+
+/// What a fixture case expects of `process`.
+#[derive(Debug, Clone)]
+pub enum Want {
+    /// `Transmit { next_hop }` with exactly this frame, nothing extra.
+    Transmit(IpAddr, Vec<u8>),
+    /// `Reply { next_hop }` with exactly this generated frame, nothing extra.
+    Reply(IpAddr, Vec<u8>),
+    /// `Local` with the frame untouched, nothing extra.
+    Local,
+    /// `Drop(reason)`, nothing extra.
+    Drop(rvs_dataplane::DropReason),
+}
+
+/// One row of a fixture table: a name in the vocabulary, an input frame, what it gives.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub input: Vec<u8>,
+    pub want: Want,
+}
+
+/// A [`Case`].
+pub fn case(name: impl Into<String>, input: Vec<u8>, want: Want) -> Case {
+    Case {
+        name: name.into(),
+        input,
+        want,
+    }
+}
+
+/// Check one output against its case.
+pub fn check(c: &Case, out: &Out) {
+    let name = c.name.as_str();
+    match &c.want {
+        Want::Transmit(hop, frame) => {
+            assert_eq!(
+                out.verdict,
+                Verdict::Transmit { next_hop: *hop },
+                "{name}: verdict"
+            );
+            assert_bytes(&format!("{name}: output frame"), &out.frame, frame);
+            assert_transmit(name, out, *hop, frame);
+            assert!(out.extra.is_empty(), "{name}: nothing else transmitted");
+        }
+        Want::Reply(hop, frame) => assert_reply(name, out, *hop, frame),
+        Want::Local => {
+            assert_eq!(out.verdict, Verdict::Local, "{name}: verdict");
+            assert_eq!(out.frame, c.input, "{name}: frame untouched");
+            assert!(out.extra.is_empty(), "{name}: nothing transmitted");
+        }
+        Want::Drop(r) => {
+            assert_eq!(out.verdict, Verdict::Drop(*r), "{name}: verdict");
+            assert!(out.extra.is_empty(), "{name}: nothing transmitted");
+        }
+    }
+}
+
+/// Run the cases in order through one dataplane (a flow: later rows see earlier rows'
+/// connections), one millisecond apart.
+pub fn run_flow(dp: &mut Dataplane, cases: &[Case]) {
+    for (i, c) in cases.iter().enumerate() {
+        let out = run(dp, &c.input, SEC + i as u64 * SEC / 1000);
+        check(c, &out);
+    }
+}
+
+/// Run each case through a fresh dataplane made by `make` (independent rows).
+pub fn run_each(make: impl Fn() -> Dataplane, cases: &[Case]) {
+    for c in cases {
+        let mut dp = make();
+        let out = run(&mut dp, &c.input, SEC);
+        check(c, &out);
+    }
+}
+
+/// Assert two byte strings are equal, reporting the first difference with a little context
+/// (whole-frame dumps of 1500-byte packets are unreadable).
+pub fn assert_bytes(what: &str, got: &[u8], want: &[u8]) {
+    if got == want {
+        return;
+    }
+    let i = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let lo = i.saturating_sub(8);
+    panic!(
+        "{what}: differs at byte {i} (lengths got {}, want {})\n got [{lo}..]: {:02x?}\nwant [{lo}..]: {:02x?}",
+        got.len(),
+        want.len(),
+        &got[lo..got.len().min(i + 16)],
+        &want[lo..want.len().min(i + 16)],
+    );
+}
+
+/// Generated ICMPv4 errors leave with DF clear and a fresh IP ID from the director's counter
+/// (RFC 6864 §4.2). The expected frame takes the ID the output carries, after checking it is
+/// not zero, and its header checksum is recomputed by etherparse.
+pub fn adopt_icmpv4_ident(name: &str, got: &[u8], want: &[u8]) -> Vec<u8> {
+    let mut want = want.to_vec();
+    let is_v4_icmp = |f: &[u8]| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 1;
+    if is_v4_icmp(got) && is_v4_icmp(&want) && want[20] & 0x40 == 0 {
+        let ident = u16::from_be_bytes([got[18], got[19]]);
+        assert_ne!(ident, 0, "{name}: generated ICMPv4 error without an IP ID");
+        want[18..20].copy_from_slice(&ident.to_be_bytes());
+        let (h, _) = etherparse::Ipv4Header::from_slice(&want[14..]).unwrap();
+        want[24..26].copy_from_slice(&h.calc_header_checksum().to_be_bytes());
+    }
+    want
+}
