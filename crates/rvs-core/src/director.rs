@@ -562,6 +562,7 @@ impl Director {
         if let Some(c) = self.conns.remove(id) {
             self.counters.expired += 1;
             self.unbind(&c);
+            self.refresh_template(&c, c.expires.min(now), now);
         }
         None
     }
@@ -765,6 +766,7 @@ impl Director {
                 if let Some(e) = evicted {
                     self.counters.evicted += 1;
                     self.unbind(&e);
+                    self.refresh_template(&e, e.expires.min(now), now);
                 }
                 if let Some(slot) = self.dests.get_mut(did.0 as usize) {
                     slot.refs += 1;
@@ -804,6 +806,36 @@ impl Director {
         }
         if let Some(slot) = self.dests.get_mut(did.0 as usize) {
             slot.refs = slot.refs.saturating_sub(1);
+        }
+    }
+
+    /// The persistence template key and period (in [`Time`] units) for a client → VIP key, when
+    /// its service is persistent.
+    fn template_of(&self, key: &FlowKey) -> Option<(FlowKey, Time)> {
+        let svc = self.svc(self.find_service(key.protocol, key.dst, key.dport)?)?;
+        let period = Time::from(svc.spec.persistence?) * SEC;
+        let tk = FlowKey {
+            protocol: key.protocol,
+            src: svc.spec.netmask.apply(key.src),
+            sport: 0,
+            dst: key.dst,
+            dport: svc.spec.key.port,
+        };
+        Some((tk, period))
+    }
+
+    /// Persistence counts from the end of a client's last connection (`-p` is "seconds of
+    /// inactivity" to operators; IPVS re-arms a template that still controls connections rather
+    /// than expiring it): when connection `c`, which `ended` at that time, leaves the table, its
+    /// template gets at least a whole period from then.
+    fn refresh_template(&mut self, c: &Conn, ended: Time, now: Time) {
+        let Some(tid) = c.control else { return };
+        let Some((_, period)) = self.template_of(&c.key) else {
+            return;
+        };
+        let until = ended.saturating_add(period);
+        if until > now && self.conns.get(tid).is_some_and(|t| t.expires < until) {
+            self.conns.touch(tid, until);
         }
     }
 
@@ -876,7 +908,45 @@ impl Director {
         let mut buf = core::mem::take(&mut self.scratch);
         buf.clear();
         let n = self.conns.expire(now, EXPIRE_BUDGET, &mut buf);
+        // Templates whose connections just ended get a fresh period (`refresh_template`). The
+        // table may even have expired such a template in this same sweep, as soon as its last
+        // connection stopped pinning it: those are put back below.
+        let mut put_back: HashMap<FlowKey, Time> = HashMap::new();
+        for c in &buf {
+            let Some(tid) = c.control else { continue };
+            let Some((tk, period)) = self.template_of(&c.key) else {
+                continue;
+            };
+            let until = c.expires.min(now).saturating_add(period);
+            match self.conns.get(tid) {
+                Some(t) if t.expires < until => {
+                    self.conns.touch(tid, until);
+                }
+                Some(_) => {}
+                None if until > now => {
+                    let u = put_back.entry(tk).or_insert(until);
+                    *u = (*u).max(until);
+                }
+                None => {}
+            }
+        }
         for c in buf.drain(..) {
+            if c.flags.contains(ConnFlags::TEMPLATE)
+                && let Some(&until) = put_back.get(&c.key)
+            {
+                // Its slot was just freed, so it fits; it keeps its dest binding.
+                let kept = Conn {
+                    expires: until,
+                    ..c
+                };
+                if let Ok((_, evicted)) = self.conns.insert(kept, now) {
+                    if let Some(e) = evicted {
+                        self.counters.evicted += 1;
+                        self.unbind(&e);
+                    }
+                    continue;
+                }
+            }
             self.counters.expired += 1;
             self.unbind(&c);
         }

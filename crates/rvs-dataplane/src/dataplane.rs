@@ -808,7 +808,13 @@ impl Dataplane {
                 // NAT: reassemble this one and any held earlier.
                 let link = frame.data()[..ip.l3_offset].to_vec();
                 for h in held {
-                    self.reassemble_piece(&link, &h, now, extra);
+                    // Held fragments are whole frames; the reassembler takes IP packets.
+                    let at = parse_ethernet(&h)
+                        .ok()
+                        .and_then(|p| p.ip().map(|hip| hip.l3_offset..hip.end()));
+                    if let Some(packet) = at.and_then(|r| h.get(r)) {
+                        self.reassemble_piece(&link, packet, now, extra);
+                    }
                 }
                 let packet = frame.data()[ip.l3_offset..ip.end()].to_vec();
                 return self.reassemble_piece(&link, &packet, now, extra);
