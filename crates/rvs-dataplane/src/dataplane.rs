@@ -73,7 +73,7 @@ impl DataplaneCounters {
 pub struct Dataplane {
     director: Director,
     cfg: DataplaneConfig,
-    tracker: FragTracker<ConnId>,
+    tracker: FragTracker<FragDecision>,
     reasm: Reassembler,
     counters: DataplaneCounters,
     ident: u16,
@@ -99,6 +99,15 @@ pub struct Dataplane {
 
 /// Interval of the rate-limited drop log: one line per reason per 10 s of dataplane time.
 pub const DROP_LOG_INTERVAL: Time = 10 * rvs_core::types::SEC;
+
+/// What the first fragment of a datagram decided for the rest of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FragDecision {
+    /// Ours: the connection it belongs to.
+    Conn(ConnId),
+    /// The host's: its other fragments go there too, untouched.
+    Local,
+}
 
 /// Default TTL / hop limit of packets the director originates.
 pub const ORIGIN_TTL: u8 = 64;
@@ -228,7 +237,7 @@ impl Dataplane {
             Verdict::Held => self.counters.held += 1,
             _ => {}
         }
-        self.counters.forwarded += extra.iter().filter(|t| !t.generated).count() as u64;
+        self.counters.forwarded += extra.iter().filter(|t| !t.generated && !t.local).count() as u64;
         v
     }
 
@@ -452,6 +461,7 @@ impl Dataplane {
                 frame: Frame::from_bytes(&b),
                 next_hop,
                 generated: false,
+                local: false,
             });
         }
         self.pieces = pieces;
@@ -508,6 +518,7 @@ impl Dataplane {
                 frame: f,
                 next_hop,
                 generated: false,
+                local: false,
             });
         }
         self.pieces = pieces;
@@ -766,7 +777,7 @@ impl Dataplane {
         };
         if first {
             let Some(key) = ip.flow_key() else {
-                return self.local();
+                return self.local_datagram(fkey, ip, now, extra);
             };
             let cid = self
                 .director
@@ -775,7 +786,7 @@ impl Dataplane {
             let cid = match cid {
                 Some(c) => c,
                 None => match self.director.find_service(ip.protocol, ip.dst, key.dport) {
-                    None => return self.local(),
+                    None => return self.local_datagram(fkey, ip, now, extra),
                     Some(svc) => {
                         let flags = match ip.transport {
                             Transport::Tcp { flags, .. } => flags,
@@ -799,7 +810,7 @@ impl Dataplane {
                     }
                 },
             };
-            let held = self.tracker.decided(fkey, cid, now);
+            let held = self.tracker.decided(fkey, FragDecision::Conn(cid), now);
             if self
                 .director
                 .conn(cid)
@@ -826,7 +837,8 @@ impl Dataplane {
             return self.forward_fragment_in_place(frame, ip, cid, len, now, extra);
         }
         match self.tracker.lookup(&fkey, now) {
-            Some(cid) => {
+            Some(FragDecision::Local) => self.local(),
+            Some(FragDecision::Conn(cid)) => {
                 if self
                     .director
                     .conn(cid)
@@ -850,6 +862,26 @@ impl Dataplane {
                 }
             }
         }
+    }
+
+    /// The first fragment of a datagram that is not ours: it, the fragments held before it
+    /// and those still to come are the host's.
+    fn local_datagram(
+        &mut self,
+        fkey: FragKey,
+        ip: &IpInfo,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        for h in self.tracker.decided(fkey, FragDecision::Local, now) {
+            extra.push(Tx {
+                frame: Frame::from_bytes(&h),
+                next_hop: ip.dst,
+                generated: false,
+                local: true,
+            });
+        }
+        self.local()
     }
 
     fn forward_fragment_in_place(
@@ -883,6 +915,7 @@ impl Dataplane {
                     frame: f,
                     next_hop,
                     generated: false,
+                    local: false,
                 });
             }
             Verdict::Reply { next_hop } => {
@@ -890,6 +923,7 @@ impl Dataplane {
                     frame: f,
                     next_hop,
                     generated: true,
+                    local: false,
                 });
             }
             _ => {}
@@ -931,6 +965,7 @@ impl Dataplane {
                             frame: f,
                             next_hop,
                             generated: false,
+                            local: false,
                         });
                         Verdict::Held
                     }
@@ -939,6 +974,7 @@ impl Dataplane {
                             frame: f,
                             next_hop,
                             generated: true,
+                            local: false,
                         });
                         Verdict::Held
                     }

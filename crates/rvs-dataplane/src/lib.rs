@@ -14,6 +14,8 @@ pub mod ratelimit;
 pub mod verdict;
 pub mod xmit;
 
-pub use dataplane::{Dataplane, DataplaneConfig, DataplaneCounters, IcmpCounters, IcmpOutcome};
+pub use dataplane::{
+    Dataplane, DataplaneConfig, DataplaneCounters, FragDecision, IcmpCounters, IcmpOutcome,
+};
 pub use frame::Frame;
 pub use verdict::{DropLog, DropLogger, DropReason, Tx, Verdict};

@@ -51,6 +51,9 @@ pub struct Tx {
     pub next_hop: IpAddr,
     /// True when the director generated it (reply) rather than forwarded it.
     pub generated: bool,
+    /// True when it is the host's, untouched (a held fragment of a datagram whose first
+    /// fragment turned out to be `Local`): to be delivered locally, not transmitted.
+    pub local: bool,
 }
 
 macro_rules! drop_reasons {

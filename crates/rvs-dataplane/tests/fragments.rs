@@ -788,3 +788,35 @@ fn held_fragments_are_bounded_and_what_overflows_or_expires_is_counted() {
         );
     }
 }
+
+#[test]
+fn fragments_of_a_datagram_to_a_vip_port_without_service_all_reach_the_host() {
+    for f in FAMS {
+        let mut dp = dataplane(&rules(&f, "-g"), &[]);
+        let name = f.name;
+        // VIP port 54 has no service: the datagram is the host's, whatever order it comes in.
+        let d = datagram(sa(f.cip, 5000), sa(f.vip, 54), &payload(3000), 0x2345, 64);
+        let frags = fragments(&f, &d, 0x2345);
+        let last = frags.len() - 1;
+        // A later fragment first: for a VIP, so held until its first says whose it is.
+        let out = run(&mut dp, &eth(&frags[last]), SEC);
+        assert_eq!(out.verdict, Verdict::Held, "{name}: later fragment held");
+        // The first: Local, and the held one is released to the host, untouched.
+        let out = run(&mut dp, &eth(&frags[0]), SEC);
+        assert_eq!(out.verdict, Verdict::Local, "{name}: first fragment");
+        assert_eq!(out.frame, eth(&frags[0]));
+        assert_eq!(out.extra.len(), 1, "{name}: held fragment released");
+        assert!(
+            out.extra[0].local && !out.extra[0].generated,
+            "{name}: released to the host"
+        );
+        assert_eq!(out.extra[0].frame.data(), &eth(&frags[last])[..]);
+        // The rest follow the first: Local, untouched, nothing held.
+        for (i, fr) in frags.iter().enumerate().take(last).skip(1) {
+            let out = run(&mut dp, &eth(fr), SEC);
+            assert_eq!(out.verdict, Verdict::Local, "{name}: fragment {i}");
+            assert_eq!(out.frame, eth(fr));
+        }
+        assert_eq!(dp.director().conns().len(), 0);
+    }
+}

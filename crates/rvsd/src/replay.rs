@@ -229,7 +229,7 @@ pub(crate) fn run(a: &ReplayArgs) -> Result<ReplaySummary> {
         if let Verdict::Transmit { next_hop } | Verdict::Reply { next_hop } = verdict {
             emit(&mut frame, next_hop)?;
         }
-        for tx in &mut extra {
+        for tx in extra.iter_mut().filter(|t| !t.local) {
             emit(&mut tx.frame, tx.next_hop)?;
         }
         for l in dp.take_drop_log() {
