@@ -225,6 +225,17 @@ impl Dataplane {
         self.now = now;
         let parsed = match parse_ethernet(frame.data()) {
             Ok(p) => p,
+            // An ICMP message shorter than its 8-byte header is an ICMP drop, named as such.
+            Err(
+                rvs_wire::WireError::Truncated { layer, .. }
+                | rvs_wire::WireError::BadTotalLen { layer, .. },
+            ) if matches!(
+                layer,
+                rvs_wire::error::Layer::Icmpv4 | rvs_wire::error::Layer::Icmpv6
+            ) =>
+            {
+                return self.drop(DropReason::IcmpMalformed);
+            }
             Err(_) => return self.drop(DropReason::Malformed),
         };
         let Net::Ip(ip) = parsed.net else {

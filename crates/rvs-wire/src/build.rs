@@ -229,7 +229,7 @@ pub fn icmpv6_error(
         if qd.is_multicast() && !allowed_to_multicast {
             return Err(WireError::Refused("offending packet was multicast"));
         }
-        if qs.is_unspecified() || qs.is_multicast() {
+        if qs.is_unspecified() || qs.is_multicast() || qs.is_loopback() {
             return Err(WireError::Refused("offending source is not a single host"));
         }
     }
@@ -303,8 +303,10 @@ pub fn tcp_rst(out: &mut [u8], offending: &[u8], ttl: u8) -> Result<usize, WireE
         return Err(WireError::Refused("segment is a fragment"));
     }
     let unicast = |a: IpAddr| match a {
-        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified()),
-        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified()),
+        IpAddr::V4(a) => {
+            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback())
+        }
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
     };
     if !unicast(ip.src) || !unicast(ip.dst) {
         return Err(WireError::Refused("segment was not unicast"));

@@ -222,9 +222,9 @@ impl Dataplane {
             Some(Err(_)) => return self.icmp_local(v6, t, c),
         };
         // The client side: an error about what the VIP sent to a client.
-        let (cid, to_dest) = if let Some(cid) = self.director.conn_in(&key) {
+        let (cid, to_dest) = if let Some(cid) = self.director.conn_in_live(&key, now) {
             (cid, true)
-        } else if let Some(cid) = self.director.conn_out(&key) {
+        } else if let Some(cid) = self.director.conn_out_live(&key, now) {
             // The dests' side (NAT): an error about what a client sent to a dest.
             (cid, false)
         } else if self.settings().schedule_icmp
@@ -449,7 +449,7 @@ impl Dataplane {
         let Ok(ikey) = iq.key() else {
             return self.icmp_drop(v6, t, c, DropReason::IcmpMalformed);
         };
-        if self.director.conn_in(&ikey).is_none() {
+        if self.director.conn_in_live(&ikey, now).is_none() {
             return self.icmp_local(v6, t, c);
         }
         self.icmp_counters
@@ -483,6 +483,16 @@ impl Dataplane {
         let Ok(n) = n else {
             return self.icmp_drop(v6, t, c, DropReason::ReplyRefused);
         };
+        if client.is_ipv4() {
+            // Sent with DF clear, so it needs an ID unique to its source and destination
+            // (RFC 6864 §4.2), like every ICMPv4 error the director generates.
+            self.ident = self.ident.wrapping_add(1);
+            let ident = self.ident;
+            if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut self.scratch[..n]) {
+                p.set_ident(ident);
+                p.fill_checksum();
+            }
+        }
         if !self.may_generate(client) {
             self.icmp_counters.count(
                 client.is_ipv6(),
