@@ -15,7 +15,7 @@ use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, InsertError};
 use crate::proto::{ConnState, Direction, Timeouts, is_active};
 use crate::rules::{DestSpec, Rule, ServiceSpec};
 use crate::sched::{SchedFlow, Scheduler, new_scheduler};
-use crate::settings::{FullPolicyName, Settings};
+use crate::settings::{ExpiredReply, FullPolicyName, Settings};
 use crate::stats::Stats;
 use crate::types::{Dest, FwdMethod, Protocol, SEC, ServiceKey, Time};
 
@@ -86,6 +86,18 @@ pub struct Forward {
     pub fwd: FwdMethod,
     /// The dest's arena id.
     pub dest: DestId,
+}
+
+/// Per-service overrides of the director-wide reply settings (keepalived-style per-virtual-server
+/// options; the ipvsadm rules format has no place for them, so they come from the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServicePolicy {
+    /// Reply to a non-SYN TCP segment with no connection (overrides `expired_reply`).
+    pub expired_reply: Option<ExpiredReply>,
+    /// Reply to a new connection that finds no usable dest (overrides `nodest_reply`).
+    pub nodest_reply: Option<ExpiredReply>,
+    /// Answer echo requests to this service's VIP in the dataplane (overrides `icmp_echo_reply`).
+    pub icmp_echo_reply: Option<bool>,
 }
 
 /// Director-wide counters (everything else is per service and per dest in [`Stats`]).
@@ -165,6 +177,7 @@ pub struct Director {
     conns: ConnTable,
     counters: DirectorCounters,
     scratch: Vec<Conn>,
+    policies: HashMap<ServiceKey, ServicePolicy>,
 }
 
 /// Most expired entries handled per [`Director::expire`] call, so one call's work is bounded.
@@ -204,6 +217,7 @@ impl Director {
             conns,
             counters: DirectorCounters::default(),
             scratch: Vec::new(),
+            policies: HashMap::new(),
         }
     }
 
@@ -520,6 +534,46 @@ impl Director {
             .get(&key)
             .or_else(|| self.svc_index.get(&ServiceKey { port: 0, ..key }))
             .copied()
+    }
+
+    /// Set a service's reply-policy overrides (kept across the service's deletion and
+    /// re-creation, like configuration).
+    pub fn set_service_policy(&mut self, key: ServiceKey, policy: ServicePolicy) {
+        if policy == ServicePolicy::default() {
+            self.policies.remove(&key);
+        } else {
+            self.policies.insert(key, policy);
+        }
+    }
+
+    /// The reply to a non-SYN segment without connection on service `svc`.
+    pub fn expired_reply(&self, svc: SvcId) -> ExpiredReply {
+        self.svc(svc)
+            .and_then(|s| self.policies.get(&s.spec.key))
+            .and_then(|p| p.expired_reply)
+            .unwrap_or(self.settings.expired_reply)
+    }
+
+    /// The reply to a new connection without usable dest on service `svc`.
+    pub fn nodest_reply(&self, svc: SvcId) -> ExpiredReply {
+        self.svc(svc)
+            .and_then(|s| self.policies.get(&s.spec.key))
+            .and_then(|p| p.nodest_reply)
+            .unwrap_or(self.settings.nodest_reply)
+    }
+
+    /// Whether echo requests to `vip` are answered in the dataplane: a service on that VIP that
+    /// says so decides (yes wins over no), else the director-wide setting.
+    pub fn echo_reply(&self, vip: IpAddr) -> bool {
+        let mut any = None;
+        for (k, p) in &self.policies {
+            if k.addr == vip && self.svc_index.contains_key(k) {
+                if let Some(v) = p.icmp_echo_reply {
+                    any = Some(any.unwrap_or(false) || v);
+                }
+            }
+        }
+        any.unwrap_or(self.settings.icmp_echo_reply)
     }
 
     /// The service's configuration.

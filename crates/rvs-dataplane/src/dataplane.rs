@@ -288,7 +288,7 @@ impl Dataplane {
         let new_tcp = flags & tcp_flags::SYN != 0 && flags & tcp_flags::RST == 0;
         if ip.protocol == proto::TCP && !new_tcp {
             // A segment for a connection the director no longer knows (it expired).
-            let policy = self.settings().expired_reply;
+            let policy = self.director.expired_reply(svc);
             return self.reply_policy(frame, ip, policy, DropReason::ExpiredConn);
         }
         // A packet that cannot be forwarded (TTL exhausted) must not create a connection.
@@ -298,7 +298,7 @@ impl Dataplane {
         match self.director.new_conn(svc, &key, now) {
             Ok(f) => self.forward_in(frame, ip, f.conn, flags, len, now, extra),
             Err(NewConnError::NoDest) => {
-                let policy = self.settings().nodest_reply;
+                let policy = self.director.nodest_reply(svc);
                 self.reply_policy(frame, ip, policy, DropReason::NoDest)
             }
             Err(NewConnError::TableFull | NewConnError::Exists) => self.drop(DropReason::TableFull),
@@ -805,13 +805,13 @@ impl Dataplane {
                         };
                         let new_tcp = flags & tcp_flags::SYN != 0 && flags & tcp_flags::RST == 0;
                         if ip.protocol == proto::TCP && !new_tcp {
-                            let policy = self.settings().expired_reply;
+                            let policy = self.director.expired_reply(svc);
                             return self.reply_policy(frame, ip, policy, DropReason::ExpiredConn);
                         }
                         match self.director.new_conn(svc, &key, now) {
                             Ok(f) => f.conn,
                             Err(NewConnError::NoDest) => {
-                                let policy = self.settings().nodest_reply;
+                                let policy = self.director.nodest_reply(svc);
                                 return self.reply_policy(frame, ip, policy, DropReason::NoDest);
                             }
                             Err(NewConnError::TableFull | NewConnError::Exists) => {

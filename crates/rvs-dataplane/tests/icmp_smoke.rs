@@ -127,3 +127,83 @@ fn error_about_no_connection_is_local_and_bad_checksum_is_dropped() {
         Verdict::Drop(rvs_dataplane::DropReason::IcmpBadChecksum)
     );
 }
+
+#[test]
+fn per_service_reply_policies_override_the_director_wide_ones() {
+    use rvs_core::director::ServicePolicy;
+    use rvs_core::settings::ExpiredReply;
+    use rvs_core::types::{Protocol, ServiceKey};
+    let (a, b) = (sa(VIP4, 80), sa(VIP4, 443));
+    let rules = format!(
+        "-A -t {a} -s rr\n-a -t {a} -r {} -g\n-A -t {b} -s rr\n-a -t {b} -r {} -g -w 0\n",
+        sa(RIP4[0], 80),
+        sa(RIP4[1], 443)
+    );
+    let mut dp = dataplane(&rules, &[]);
+    let key = |port| ServiceKey {
+        protocol: Protocol::Tcp,
+        addr: VIP4.into(),
+        port,
+    };
+    dp.director_mut().set_service_policy(
+        key(443),
+        ServicePolicy {
+            expired_reply: Some(ExpiredReply::Icmp),
+            nodest_reply: Some(ExpiredReply::Rst),
+            icmp_echo_reply: Some(true),
+        },
+    );
+    // Port 80 keeps the defaults: an ACK without connection gets a RST.
+    let ack80 = eth(&tcp(sa(CIP4, 1000), a, "A", 5, 7, b""));
+    let out = run(&mut dp, &ack80, SEC);
+    assert_eq!(
+        out.verdict,
+        Verdict::Reply {
+            next_hop: CIP4.into()
+        }
+    );
+    assert_eq!(out.frame[14 + 9], 6, "a TCP RST");
+    // Port 443 says icmp: port unreachable from the VIP.
+    let ack443 = eth(&tcp(sa(CIP4, 1000), b, "A", 5, 7, b""));
+    let out = run(&mut dp, &ack443, 2 * SEC);
+    assert_eq!(
+        out.verdict,
+        Verdict::Reply {
+            next_hop: CIP4.into()
+        }
+    );
+    assert_eq!(
+        (out.frame[14 + 9], out.frame[34], out.frame[35]),
+        (1, 3, 3),
+        "ICMP 3/3"
+    );
+    // Its only dest has weight 0: a SYN finds no dest and, by its policy, gets a RST.
+    let syn443 = eth(&tcp(sa(CIP4, 1001), b, "S", 5, 0, b""));
+    let out = run(&mut dp, &syn443, 3 * SEC);
+    assert_eq!(
+        out.verdict,
+        Verdict::Reply {
+            next_hop: CIP4.into()
+        }
+    );
+    assert_eq!(out.frame[14 + 9], 6, "a TCP RST");
+    // Echo to the VIP is answered because a service on it says so.
+    let mut echo = Vec::new();
+    PacketBuilder::ipv4(CIP4.octets(), VIP4.octets(), 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut echo, b"ping")
+        .unwrap();
+    let out = run(&mut dp, &eth(&echo), 4 * SEC);
+    assert_eq!(
+        out.verdict,
+        Verdict::Reply {
+            next_hop: CIP4.into()
+        }
+    );
+    assert_eq!(out.frame[34], 0, "echo reply");
+    verify_checksums(&out.frame);
+    // Clearing the overrides restores the director-wide behaviour.
+    dp.director_mut()
+        .set_service_policy(key(443), ServicePolicy::default());
+    assert_eq!(run(&mut dp, &eth(&echo), 5 * SEC).verdict, Verdict::Local);
+}

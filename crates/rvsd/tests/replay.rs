@@ -273,9 +273,34 @@ fn bad_rules_settings_and_flags_exit_2_and_process_nothing() {
     let (code, err) = run(&good, &["--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("bogus"), "{err}");
-    // And the same file without the bad key is accepted.
-    std::fs::write(&cfg, "schedule_icmp = 1\nexpire_nodest_conn = true\n").unwrap();
+    // A per-service section with an unknown key, or a bad service name, is refused too.
+    std::fs::write(
+        &cfg,
+        "[service.\"tcp/203.0.113.10:80\"]\nexpired_reply = \"icmp\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let (code, err) = run(&good, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    std::fs::write(
+        &cfg,
+        "[service.\"sctp/203.0.113.10:80\"]\nexpired_reply = \"icmp\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&good, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sctp/203.0.113.10:80"), "{err}");
+    // And a good file is accepted: settings plus a per-service policy that takes effect (the
+    // SYN to a service without dests is dropped by its policy instead of answered).
+    std::fs::write(
+        &cfg,
+        "schedule_icmp = 1\nexpire_nodest_conn = true\n\
+         [service.\"tcp/203.0.113.10:80\"]\nnodest_reply = \"drop\"\n",
+    )
+    .unwrap();
     let (code, err) = run(&good, &["--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    let v = std::fs::read_to_string(d.join("out.jsonl")).unwrap();
+    assert!(v.contains("\"reason\":\"no_dest\""), "{v}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -162,7 +162,7 @@ impl Dataplane {
             // Echo to a VIP may be answered here by policy; everything else informational —
             // redirects included — is the host's.
             let echo = if v6 { t == 128 } else { t == 8 };
-            if echo && for_vip && self.settings().icmp_echo_reply {
+            if echo && for_vip && self.director.echo_reply(ip.dst) {
                 return self.echo_reply(frame, ip, v6, t, c);
             }
             return self.icmp_local(v6, t, c);
