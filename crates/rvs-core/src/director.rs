@@ -567,10 +567,11 @@ impl Director {
     pub fn echo_reply(&self, vip: IpAddr) -> bool {
         let mut any = None;
         for (k, p) in &self.policies {
-            if k.addr == vip && self.svc_index.contains_key(k) {
-                if let Some(v) = p.icmp_echo_reply {
-                    any = Some(any.unwrap_or(false) || v);
-                }
+            if k.addr == vip
+                && self.svc_index.contains_key(k)
+                && let Some(v) = p.icmp_echo_reply
+            {
+                any = Some(any.unwrap_or(false) || v);
             }
         }
         any.unwrap_or(self.settings.icmp_echo_reply)
