@@ -452,6 +452,11 @@ impl Dataplane {
         if self.director.conn_in_live(&ikey, now).is_none() {
             return self.icmp_local(v6, t, c);
         }
+        if iq.is_ipv4() && inner.get(6).is_some_and(|b| b & 0x40 == 0) {
+            // The client did not ask for PMTU discovery (DF clear): the director fragments its
+            // next big packets to the learned MTU itself; nothing to tell it (as IPVS).
+            return self.icmp_local(v6, t, c);
+        }
         self.icmp_counters
             .count(v6, t, c, IcmpOutcome::Forwarded(FwdMethod::Tunnel));
         let client_mtu = usize::from(mtu).saturating_sub(overhead);
