@@ -11,6 +11,8 @@
 //!   criterion's name filter cannot do);
 //! - `RVS_BENCH_METHODS=dr,nat` — only these forwarding methods (`dr`, `nat`, `tun`);
 //! - `RVS_BENCH_MODEL=0` — skip the table model (`dataplane/model/*`);
+//! - `RVS_BENCH_ICMP=0` — skip the ICMP benchmarks (`icmp/*`: errors forwarded by NAT and DR,
+//!   packet-too-big generated); `RVS_BENCH_ICMP=only` — run only those;
 //!
 //! (A huge-page allocator experiment measured for BENCHMARKS.md was left out of the committed
 //! bench: it needed `unsafe`, which the project keeps to the I/O layer.)
@@ -817,6 +819,130 @@ fn bench_size(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng, syns: &Fra
     }
 }
 
+// ---- ICMP (issue 4, "Performance") --------------------------------------------------------
+
+/// ICMP frames pre-built per size: fewer than `DRAWS` (each is up to 590 bytes).
+const ICMP_DRAWS: usize = 1 << 16;
+
+/// A frag-needed (MTU 1400) from a router on the client's path to the VIP, about the VIP's
+/// segment to client `c` — quoting 548 bytes of it, as Linux routers do (RFC 1812 §4.3.2.3).
+fn frag_needed_frame(c: SocketAddr, out: &mut Vec<u8>) {
+    let IpAddr::V4(cip) = c.ip() else {
+        panic!("IPv4 only")
+    };
+    let mut seg = Vec::new();
+    PacketBuilder::ipv4(VIP.octets(), cip.octets(), 63)
+        .tcp(VPORT, c.port(), 2000, 65535)
+        .ack(1000)
+        .write(&mut seg, &[0x5a; 1400])
+        .unwrap();
+    seg.truncate(548);
+    let t = etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+    );
+    out.clear();
+    PacketBuilder::ethernet2(GW_MAC, DIR_MAC)
+        .ipv4([192, 0, 2, 254], VIP.octets(), 60)
+        .icmpv4(t)
+        .write(out, &seg)
+        .unwrap();
+}
+
+/// A 1600-byte DF segment of client `c` (too big for the 1500-byte interface).
+fn big_df_frame(c: SocketAddr, out: &mut Vec<u8>) {
+    let IpAddr::V4(cip) = c.ip() else {
+        panic!("IPv4 only")
+    };
+    out.clear();
+    PacketBuilder::ethernet2(GW_MAC, DIR_MAC)
+        .ipv4(cip.octets(), VIP.octets(), 64)
+        .tcp(c.port(), VPORT, 1000, 65535)
+        .ack(2000)
+        .write(out, &[0x5a; 1546])
+        .unwrap();
+}
+
+fn icmp_loop(dp: &mut Dataplane, frames: &[Vec<u8>], pos: &mut usize, iters: u64) -> Duration {
+    let mut f = Frame::with_capacity(2048);
+    let mut extra: Vec<Tx> = Vec::new();
+    let mask = frames.len() - 1;
+    let mut i = *pos;
+    let start = Instant::now();
+    for _ in 0..iters {
+        f.set(&frames[i]);
+        black_box(dp.process(&mut f, NOW, &mut extra));
+        i = (i + 1) & mask;
+    }
+    let t = start.elapsed();
+    *pos = i;
+    t
+}
+
+/// ICMP errors forwarded (NAT and DR) over N connections, errors drawn uniformly over the
+/// flows; and the packet-too-big generation path (DR). Rate limits are lifted for the
+/// measurement (`icmp_forward_per_sec=0`, generation buckets at 10⁹): the limiter's own cost is
+/// still paid on every packet, only its verdict is not "suppressed".
+fn bench_icmp(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng) {
+    let mut bytes = Vec::with_capacity(2048);
+    let draws: Vec<usize> = (0..ICMP_DRAWS).map(|_| rng.below(n)).collect();
+    let errors: Vec<Vec<u8>> = draws
+        .iter()
+        .map(|&i| {
+            frag_needed_frame(client(i, 1024), &mut bytes);
+            bytes.clone()
+        })
+        .collect();
+    for method in [Method::Nat, Method::Dr] {
+        let mut dp = populated(method, n);
+        let mut s = dp.settings().clone();
+        for (k, v) in [
+            ("icmp_forward_per_sec", "0"),
+            ("icmp_msgs_per_sec", "1000000"),
+            ("icmp_msgs_burst", "1000000"),
+            ("icmp_ratelimit", "0"),
+        ] {
+            s.set(k, v).unwrap();
+        }
+        dp.director_mut().set_settings(s);
+        let mut g = c.benchmark_group(format!("icmp/{}", method.name()));
+        g.throughput(Throughput::Elements(1));
+        if n >= 1_000_000 {
+            g.sample_size(20);
+        }
+        {
+            let mut f = Frame::with_capacity(2048);
+            let mut extra = Vec::new();
+            for e in errors.iter().step_by(997) {
+                f.set(e);
+                let v = dp.process(&mut f, NOW, &mut extra);
+                assert!(matches!(v, Verdict::Transmit { .. }), "icmp error: {v:?}");
+            }
+        }
+        let mut pos = 0;
+        g.bench_function(BenchmarkId::new("error_forwarded", name), |b| {
+            b.iter_custom(|iters| icmp_loop(&mut dp, &errors, &mut pos, iters))
+        });
+        if method == Method::Dr {
+            let big: Vec<Vec<u8>> = draws
+                .iter()
+                .map(|&i| {
+                    big_df_frame(client(i, 1024), &mut bytes);
+                    bytes.clone()
+                })
+                .collect();
+            let mut f = Frame::with_capacity(2048);
+            f.set(&big[0]);
+            let v = dp.process(&mut f, NOW, &mut Vec::new());
+            assert!(matches!(v, Verdict::Reply { .. }), "too big: {v:?}");
+            let mut pos = 0;
+            g.bench_function(BenchmarkId::new("packet_too_big_generated", name), |b| {
+                b.iter_custom(|iters| icmp_loop(&mut dp, &big, &mut pos, iters))
+            });
+        }
+        g.finish();
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let mut rng = Rng(0x5eed);
     let syns = syn_pool(&mut rng);
@@ -836,8 +962,17 @@ fn benches(c: &mut Criterion) {
         });
         g.finish();
     }
+    if std::env::var("RVS_BENCH_ICMP").is_ok_and(|v| v == "only") {
+        for (name, n) in sizes() {
+            bench_icmp(c, name, n, &mut rng);
+        }
+        return;
+    }
     for (name, n) in sizes() {
         bench_size(c, name, n, &mut rng, &syns);
+        if !std::env::var("RVS_BENCH_ICMP").is_ok_and(|v| v == "0") {
+            bench_icmp(c, name, n, &mut rng);
+        }
     }
 }
 

@@ -11,7 +11,6 @@
 //!   and error-about-error messages for us are dropped and counted.
 
 use core::net::IpAddr;
-use std::collections::BTreeMap;
 
 use rvs_core::settings::SmallMtuPolicy;
 use rvs_core::types::{FwdMethod, SEC, Time};
@@ -67,10 +66,11 @@ impl IcmpOutcome {
     }
 }
 
-/// ICMP counters by (IPv6?, type, code, outcome).
+/// ICMP counters by (IPv6?, type, code, outcome). A hash map (counted twice per message on the
+/// forwarding path), sorted only when listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IcmpCounters {
-    map: BTreeMap<(bool, u8, u8, IcmpOutcome), u64>,
+    map: hashbrown::HashMap<(bool, u8, u8, IcmpOutcome), u64>,
 }
 
 impl IcmpCounters {
@@ -98,7 +98,9 @@ impl IcmpCounters {
 
     /// Every non-zero counter, in a stable order.
     pub fn iter(&self) -> impl Iterator<Item = (&(bool, u8, u8, IcmpOutcome), &u64)> {
-        self.map.iter()
+        let mut v: Vec<_> = self.map.iter().collect();
+        v.sort_unstable_by_key(|(k, _)| **k);
+        v.into_iter()
     }
 }
 
