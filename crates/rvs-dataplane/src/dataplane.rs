@@ -684,19 +684,59 @@ impl Dataplane {
         }
     }
 
-    fn replace_with_reply(&mut self, frame: &mut Frame, ip: &IpInfo, n: usize) -> Verdict {
-        let link = ip.l3_offset;
+    /// Replace the frame by the packet generated in `scratch[..n]`, keeping the link header
+    /// (`..link`) with its EtherType set to the packet's IP version, towards `to`.
+    fn replace_with_reply(
+        &mut self,
+        frame: &mut Frame,
+        link: usize,
+        to: IpAddr,
+        n: usize,
+    ) -> Verdict {
         let mut bytes = frame.data()[..link].to_vec();
-        // The reply's EtherType follows its IP version (equal to the offending packet's).
+        if link >= 2 {
+            let et: u16 = if to.is_ipv6() { 0x86dd } else { 0x0800 };
+            bytes[link - 2..link].copy_from_slice(&et.to_be_bytes());
+        }
         bytes.extend_from_slice(&self.scratch[..n]);
         frame.set(&bytes);
-        Verdict::Reply { next_hop: ip.src }
+        Verdict::Reply { next_hop: to }
+    }
+
+    /// Send the ICMP error generated in `scratch[..n]` to `to`: every generated message's common
+    /// tail — a fresh IPv4 ID (sent with DF clear, so RFC 6864 §4.2 wants one unique to its
+    /// source and destination), the rate limits (suppressed ones counted), the counters, and
+    /// the frame replaced (link header kept).
+    fn send_generated_icmp(
+        &mut self,
+        frame: &mut Frame,
+        link: usize,
+        to: IpAddr,
+        n: usize,
+    ) -> Verdict {
+        let v6 = to.is_ipv6();
+        if !v6 {
+            self.ident = self.ident.wrapping_add(1);
+            let ident = self.ident;
+            if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut self.scratch[..n]) {
+                p.set_ident(ident);
+                p.fill_checksum();
+            }
+        }
+        let at = if v6 { 40 } else { 20 };
+        let (t, c) = (self.scratch[at], self.scratch[at + 1]);
+        if !self.may_generate(to) {
+            self.icmp_counters.count(v6, t, c, IcmpOutcome::Suppressed);
+            return self.drop(DropReason::ReplySuppressed);
+        }
+        self.icmp_counters.count(v6, t, c, IcmpOutcome::Generated);
+        self.replace_with_reply(frame, link, to, n)
     }
 
     fn reply_rst(&mut self, frame: &mut Frame, ip: &IpInfo) -> Verdict {
         let packet = &frame.data()[ip.l3_offset..ip.end()];
         match build::tcp_rst(&mut self.scratch, packet, ORIGIN_TTL) {
-            Ok(n) => self.replace_with_reply(frame, ip, n),
+            Ok(n) => self.replace_with_reply(frame, ip.l3_offset, ip.src, n),
             Err(_) => self.drop(DropReason::ReplyRefused),
         }
     }
@@ -716,23 +756,7 @@ impl Dataplane {
             Ok(n) => n,
             Err(_) => return self.drop(DropReason::ReplyRefused),
         };
-        // Sent with DF clear, so it needs an ID unique to its source and destination
-        // (RFC 6864 §4.2): give it the next one of our counter.
-        self.ident = self.ident.wrapping_add(1);
-        let ident = self.ident;
-        if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut self.scratch[..n]) {
-            p.set_ident(ident);
-            p.fill_checksum();
-        }
-        let (t, c) = (self.scratch[20], self.scratch[21]);
-        if !self.may_generate(ip.src) {
-            self.icmp_counters
-                .count(false, t, c, IcmpOutcome::Suppressed);
-            return self.drop(DropReason::ReplySuppressed);
-        }
-        self.icmp_counters
-            .count(false, t, c, IcmpOutcome::Generated);
-        self.replace_with_reply(frame, ip, n)
+        self.send_generated_icmp(frame, ip.l3_offset, ip.src, n)
     }
 
     fn reply_icmpv6(
@@ -750,14 +774,7 @@ impl Dataplane {
             Ok(n) => n,
             Err(_) => return self.drop(DropReason::ReplyRefused),
         };
-        let (t, c) = (self.scratch[40], self.scratch[41]);
-        if !self.may_generate(ip.src) {
-            self.icmp_counters
-                .count(true, t, c, IcmpOutcome::Suppressed);
-            return self.drop(DropReason::ReplySuppressed);
-        }
-        self.icmp_counters.count(true, t, c, IcmpOutcome::Generated);
-        self.replace_with_reply(frame, ip, n)
+        self.send_generated_icmp(frame, ip.l3_offset, ip.src, n)
     }
 
     // ---- fragments -----------------------------------------------------------------------

@@ -490,52 +490,7 @@ impl Dataplane {
         let Ok(n) = n else {
             return self.icmp_drop(v6, t, c, DropReason::ReplyRefused);
         };
-        if client.is_ipv4() {
-            // Sent with DF clear, so it needs an ID unique to its source and destination
-            // (RFC 6864 §4.2), like every ICMPv4 error the director generates.
-            self.ident = self.ident.wrapping_add(1);
-            let ident = self.ident;
-            if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut self.scratch[..n]) {
-                p.set_ident(ident);
-                p.fill_checksum();
-            }
-        }
-        if !self.may_generate(client) {
-            self.icmp_counters.count(
-                client.is_ipv6(),
-                self.scratch_type(client),
-                0,
-                IcmpOutcome::Suppressed,
-            );
-            return self.drop(DropReason::ReplySuppressed);
-        }
-        let gt = self.scratch_type(client);
-        let gc = if client.is_ipv6() {
-            self.scratch[41]
-        } else {
-            self.scratch[21]
-        };
-        self.icmp_counters
-            .count(client.is_ipv6(), gt, gc, IcmpOutcome::Generated);
-        // The reply goes to the client in its own family; keep the frame's link header and set
-        // its EtherType to match.
-        let link = ip.l3_offset;
-        let mut bytes = frame.data()[..link].to_vec();
-        if link >= 2 {
-            let et: u16 = if client.is_ipv6() { 0x86dd } else { 0x0800 };
-            bytes[link - 2..link].copy_from_slice(&et.to_be_bytes());
-        }
-        bytes.extend_from_slice(&self.scratch[..n]);
-        frame.set(&bytes);
-        Verdict::Reply { next_hop: client }
-    }
-
-    fn scratch_type(&self, client: IpAddr) -> u8 {
-        if client.is_ipv6() {
-            self.scratch[40]
-        } else {
-            self.scratch[20]
-        }
+        self.send_generated_icmp(frame, ip.l3_offset, client, n)
     }
 }
 
