@@ -336,6 +336,7 @@ impl Entry {
             && self.c6() == k.dst6
     }
 
+    #[inline]
     fn decode(&self) -> Conn {
         Conn {
             key: FlowKey {
@@ -767,6 +768,13 @@ impl ConnTable {
     pub fn get(&self, id: ConnId) -> Option<Conn> {
         let i = self.live_index(id)?;
         self.slab.get(i as usize).map(Entry::decode)
+    }
+
+    /// The entry's expiry time, without decoding the rest; `None` when the id is stale.
+    #[inline]
+    pub fn expires(&self, id: ConnId) -> Option<Time> {
+        let i = self.live_index(id)?;
+        self.slab.get(i as usize).map(|e| e.expires)
     }
 
     /// True while the id names a live entry.

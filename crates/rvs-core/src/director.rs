@@ -7,7 +7,7 @@
 //! No clock (every call takes `now`), no I/O, no packet bytes.
 
 use core::net::IpAddr;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use rvs_wire::parse::FlowKey;
 
@@ -609,8 +609,9 @@ impl Director {
         self.live(id, now)
     }
 
+    #[inline]
     fn live(&mut self, id: ConnId, now: Time) -> Option<ConnId> {
-        let expires = self.conns.get(id)?.expires;
+        let expires = self.conns.expires(id)?;
         if expires > now {
             return Some(id);
         }
@@ -908,7 +909,38 @@ impl Director {
         bytes: usize,
         now: Time,
     ) -> Result<Forward, ConnDrop> {
+        self.account(id, Some(dir), tcp_flags, bytes, now)
+    }
+
+    /// [`Director::conn_packet`] for a client → VIP packet: the direction follows from the
+    /// connection's forwarding method ([`Direction::Input`] for NAT, [`Direction::InputOnly`]
+    /// for DR and TUN), read from the same decoded entry.
+    #[inline]
+    pub fn conn_packet_in(
+        &mut self,
+        id: ConnId,
+        tcp_flags: u8,
+        bytes: usize,
+        now: Time,
+    ) -> Result<Forward, ConnDrop> {
+        self.account(id, None, tcp_flags, bytes, now)
+    }
+
+    /// The body of [`Director::conn_packet`]; `dir: None` = inbound, by forwarding method.
+    #[inline(always)]
+    fn account(
+        &mut self,
+        id: ConnId,
+        dir: Option<Direction>,
+        tcp_flags: u8,
+        bytes: usize,
+        now: Time,
+    ) -> Result<Forward, ConnDrop> {
         let c = self.conns.get(id).ok_or(ConnDrop::Gone)?;
+        let dir = dir.unwrap_or(match c.fwd {
+            FwdMethod::Masq => Direction::Input,
+            _ => Direction::InputOnly,
+        });
         let did = DestId(c.dest);
         if !self.dest_is_live(did) {
             self.counters.dest_unavailable += 1;
@@ -938,15 +970,15 @@ impl Director {
             }
             d.update_overload();
         }
-        let slot_svc = self.dests.get(did.0 as usize).map(|s| s.svc);
         let outbound = dir == Direction::Output;
-        if let Some(slot) = self.dests.get_mut(did.0 as usize) {
+        let slot_svc = self.dests.get_mut(did.0 as usize).map(|slot| {
             if outbound {
                 slot.stats.outbound(bytes)
             } else {
                 slot.stats.inbound(bytes)
             }
-        }
+            slot.svc
+        });
         if let Some(svc) = slot_svc.and_then(|s| self.svc_mut(s)) {
             if outbound {
                 svc.stats.outbound(bytes)

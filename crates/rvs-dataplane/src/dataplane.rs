@@ -80,6 +80,8 @@ pub struct Dataplane {
     frag_ident: u32,
     scratch: Vec<u8>,
     pieces: Vec<Vec<u8>>,
+    /// Reused buffer of `replace_with_reply` (link header + generated packet).
+    reply_buf: Vec<u8>,
     /// Set while a datagram the director reassembled goes through the path: it leaves
     /// fragmented to the MTU again instead of drawing a too-big error.
     refragment: bool,
@@ -132,6 +134,7 @@ impl Dataplane {
             frag_ident: 1,
             scratch: vec![0; 1600],
             pieces: Vec::new(),
+            reply_buf: Vec::new(),
             refragment: false,
             last_dest: None,
             now: 0,
@@ -238,10 +241,10 @@ impl Dataplane {
             }
             Err(_) => return self.drop(DropReason::Malformed),
         };
-        let Net::Ip(ip) = parsed.net else {
+        let Net::Ip(ip) = &parsed.net else {
             return self.local();
         };
-        let v = self.process_ip(frame, &ip, now, extra);
+        let v = self.process_ip(frame, ip, now, extra);
         match v {
             Verdict::Transmit { .. } => self.counters.forwarded += 1,
             Verdict::Reply { .. } => self.counters.generated += 1,
@@ -252,6 +255,7 @@ impl Dataplane {
         v
     }
 
+    #[inline]
     fn process_ip(
         &mut self,
         frame: &mut Frame,
@@ -306,6 +310,7 @@ impl Dataplane {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn forward_in(
         &mut self,
         frame: &mut Frame,
@@ -316,11 +321,7 @@ impl Dataplane {
         now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
-        let dir = match self.director.conn(cid).map(|c| c.fwd) {
-            Some(FwdMethod::Masq) => Direction::Input,
-            _ => Direction::InputOnly,
-        };
-        let fwd = match self.director.conn_packet(cid, dir, flags, len, now) {
+        let fwd = match self.director.conn_packet_in(cid, flags, len, now) {
             Ok(f) => f,
             Err(ConnDrop::DestUnavailable) => return self.drop(DropReason::DestUnavailable),
             Err(ConnDrop::Gone) => return self.drop(DropReason::DestUnavailable),
@@ -362,10 +363,17 @@ impl Dataplane {
     }
 
     /// TTL / hop limit ≤ 1: not forwarded; answered with time exceeded from the director.
+    #[inline]
     fn ttl_check(&mut self, frame: &mut Frame, ip: &IpInfo) -> Option<Verdict> {
         if ip.ttl > 1 {
             return None;
         }
+        self.ttl_exceeded(frame, ip)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ttl_exceeded(&mut self, frame: &mut Frame, ip: &IpInfo) -> Option<Verdict> {
         let Some(src) = first_of_family(&self.cfg.addrs, ip.is_ipv4()) else {
             return Some(self.drop(DropReason::TtlExceeded));
         };
@@ -379,6 +387,7 @@ impl Dataplane {
         })
     }
 
+    #[inline]
     fn transmit_to_dest(
         &mut self,
         frame: &mut Frame,
@@ -417,6 +426,7 @@ impl Dataplane {
 
     /// Transmit as is when it fits the MTU; otherwise DF/IPv6 → frag-needed / packet-too-big
     /// back to the sender, IPv4 without DF → fragmented here (RFC 791).
+    #[inline]
     fn fit_mtu(
         &mut self,
         frame: &mut Frame,
@@ -429,6 +439,19 @@ impl Dataplane {
         if size <= mtu {
             return Verdict::Transmit { next_hop };
         }
+        self.fit_mtu_slow(frame, ip, mtu, next_hop, extra)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fit_mtu_slow(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        mtu: usize,
+        next_hop: IpAddr,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
         if self.refragment {
             return self.refragment_out(frame, ip, mtu, next_hop, extra);
         }
@@ -545,6 +568,7 @@ impl Dataplane {
     /// The transmitters call this before they rewrite the packet, so the error quotes the
     /// packet as its sender sent it (RFC 1812 §4.3.2.3, RFC 4443 §2.4 (c)): a NAT client must
     /// find its own VIP:vport in the quote to match the error to its socket, not RIP:rport.
+    #[inline]
     fn too_big_reply(
         &mut self,
         frame: &mut Frame,
@@ -555,6 +579,18 @@ impl Dataplane {
         if ip.end() - ip.l3_offset <= limit || self.refragment {
             return None;
         }
+        self.too_big_reply_slow(frame, ip, limit, tunnel)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_big_reply_slow(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        limit: usize,
+        tunnel: bool,
+    ) -> Option<Verdict> {
         let packet = &frame.data()[ip.l3_offset..ip.end()];
         let df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
         if ip.is_ipv4() && !(df && (self.settings().pmtu_disc || !tunnel)) {
@@ -693,13 +729,16 @@ impl Dataplane {
         to: IpAddr,
         n: usize,
     ) -> Verdict {
-        let mut bytes = frame.data()[..link].to_vec();
+        let mut bytes = core::mem::take(&mut self.reply_buf);
+        bytes.clear();
+        bytes.extend_from_slice(&frame.data()[..link]);
         if link >= 2 {
             let et: u16 = if to.is_ipv6() { 0x86dd } else { 0x0800 };
             bytes[link - 2..link].copy_from_slice(&et.to_be_bytes());
         }
         bytes.extend_from_slice(&self.scratch[..n]);
         frame.set(&bytes);
+        self.reply_buf = bytes;
         Verdict::Reply { next_hop: to }
     }
 

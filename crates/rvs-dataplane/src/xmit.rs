@@ -9,6 +9,7 @@
 use core::net::IpAddr;
 
 use rvs_wire::build::{self, Ipv4Tunnel, Ipv6Tunnel};
+use rvs_wire::checksum;
 use rvs_wire::parse::IpInfo;
 use rvs_wire::rewrite::{Ipv4Packet, Ipv6Packet, L4Kind, L4Packet};
 
@@ -22,13 +23,25 @@ pub fn decrement_ttl(data: &mut [u8], ip: &IpInfo) -> bool {
         return false;
     };
     if ip.is_ipv4() {
-        match Ipv4Packet::new_checked(l3) {
-            Ok(mut p) => {
-                p.decrement_ttl();
-                true
-            }
-            Err(_) => false,
+        // `Ipv4Packet::decrement_ttl` spelled out here so it inlines: the same checks as
+        // `new_checked` (version 4, IHL ≥ 5, the header held) and the same RFC 1624 update.
+        let Some(&vihl) = l3.first() else {
+            return false;
+        };
+        let ihl = usize::from(vihl & 0x0f) * 4;
+        if vihl >> 4 != 4 || ihl < 20 || l3.len() < ihl {
+            return false;
         }
+        let Some(h) = l3.get_mut(8..12) else {
+            return false;
+        };
+        let old_word = u16::from_be_bytes([h[0], h[1]]);
+        let ttl = h[0].saturating_sub(1);
+        h[0] = ttl;
+        let new_word = u16::from_be_bytes([ttl, h[1]]);
+        let check = checksum::update16(u16::from_be_bytes([h[2], h[3]]), old_word, new_word);
+        h[2..4].copy_from_slice(&check.to_be_bytes());
+        true
     } else {
         match Ipv6Packet::new_checked(l3) {
             Ok(mut p) => {
