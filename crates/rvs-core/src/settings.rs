@@ -32,7 +32,8 @@ pub enum FullPolicyName {
     /// `refuse` (default): the new connection is not created (the packet is dropped, counted).
     #[default]
     Refuse,
-    /// `evict_oldest`: the least recently used idle entry makes room.
+    /// `evict_oldest`: the entry nearest to its expiry makes room (under a SYN flood that is a
+    /// half-open SYN_RECV entry, not an established one; templates still in use are spared).
     EvictOldest,
 }
 
