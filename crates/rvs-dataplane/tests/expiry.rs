@@ -15,39 +15,6 @@ use rvs_core::proto::{ConnState, TcpState};
 use rvs_core::rules::parse_line;
 use rvs_dataplane::{Dataplane, DropReason, Verdict};
 
-/// One address family's cast.
-#[derive(Debug, Clone, Copy)]
-struct Fam {
-    name: &'static str,
-    vip: IpAddr,
-    cip: IpAddr,
-    rip: [IpAddr; 3],
-}
-
-const V4: Fam = Fam {
-    name: "v4",
-    vip: IpAddr::V4(VIP4),
-    cip: IpAddr::V4(CIP4),
-    rip: [
-        IpAddr::V4(RIP4[0]),
-        IpAddr::V4(RIP4[1]),
-        IpAddr::V4(RIP4[2]),
-    ],
-};
-
-const V6: Fam = Fam {
-    name: "v6",
-    vip: IpAddr::V6(VIP6),
-    cip: IpAddr::V6(CIP6),
-    rip: [
-        IpAddr::V6(RIP6[0]),
-        IpAddr::V6(RIP6[1]),
-        IpAddr::V6(RIP6[2]),
-    ],
-};
-
-const FAMS: [Fam; 2] = [V4, V6];
-
 /// Forwarding methods: ipvsadm flag and the real port used with it.
 const DR: (&str, u16) = ("-g", 80);
 const NAT: (&str, u16) = ("-m", 8080);

@@ -13,39 +13,6 @@ use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice}
 use rvs_core::rules::parse_line;
 use rvs_dataplane::{Dataplane, DropReason, Verdict};
 
-/// One address family's cast.
-#[derive(Debug, Clone, Copy)]
-struct Fam {
-    name: &'static str,
-    vip: IpAddr,
-    cip: IpAddr,
-    rip: [IpAddr; 3],
-}
-
-const V4: Fam = Fam {
-    name: "v4",
-    vip: IpAddr::V4(VIP4),
-    cip: IpAddr::V4(CIP4),
-    rip: [
-        IpAddr::V4(RIP4[0]),
-        IpAddr::V4(RIP4[1]),
-        IpAddr::V4(RIP4[2]),
-    ],
-};
-
-const V6: Fam = Fam {
-    name: "v6",
-    vip: IpAddr::V6(VIP6),
-    cip: IpAddr::V6(CIP6),
-    rip: [
-        IpAddr::V6(RIP6[0]),
-        IpAddr::V6(RIP6[1]),
-        IpAddr::V6(RIP6[2]),
-    ],
-};
-
-const FAMS: [Fam; 2] = [V4, V6];
-
 /// Client number `n` (1..=65000) of a family: distinct addresses in documentation space
 /// (192.0.2.0/24 then 198.18.0.0/15 for IPv4, 2001:db8:1::/64 for IPv6).
 fn client(f: &Fam, n: u16) -> IpAddr {

@@ -588,3 +588,38 @@ pub fn adopt_icmpv4_ident(name: &str, got: &[u8], want: &[u8]) -> Vec<u8> {
     }
     want
 }
+
+// ---- address families for the feature tables (sched, expiry, persistence) ------------------
+
+/// One address family's cast.
+#[derive(Debug, Clone, Copy)]
+pub struct Fam {
+    pub name: &'static str,
+    pub vip: IpAddr,
+    pub cip: IpAddr,
+    pub rip: [IpAddr; 3],
+}
+
+pub const V4: Fam = Fam {
+    name: "v4",
+    vip: IpAddr::V4(VIP4),
+    cip: IpAddr::V4(CIP4),
+    rip: [
+        IpAddr::V4(RIP4[0]),
+        IpAddr::V4(RIP4[1]),
+        IpAddr::V4(RIP4[2]),
+    ],
+};
+
+pub const V6: Fam = Fam {
+    name: "v6",
+    vip: IpAddr::V6(VIP6),
+    cip: IpAddr::V6(CIP6),
+    rip: [
+        IpAddr::V6(RIP6[0]),
+        IpAddr::V6(RIP6[1]),
+        IpAddr::V6(RIP6[2]),
+    ],
+};
+
+pub const FAMS: [Fam; 2] = [V4, V6];
