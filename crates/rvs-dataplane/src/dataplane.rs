@@ -7,12 +7,14 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rvs_core::conn::ConnId;
-use rvs_core::director::{ConnDrop, Director, Forward, NewConnError};
+use rvs_core::director::{ConnDrop, Director, Forward, NewConnError, SvcId};
 use rvs_core::proto::Direction;
 use rvs_core::settings::{ExpiredReply, Settings};
 use rvs_core::types::{FwdMethod, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
-use rvs_wire::parse::{IpInfo, Net, Transport, parse_ethernet, parse_ip, proto, tcp_flags};
+use rvs_wire::parse::{
+    FlowKey, IpInfo, Net, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
+};
 
 use crate::frag::{self, FragDrop, FragKey, FragLimits, FragTracker, Reassembler};
 use crate::ratelimit::{DEFAULT_MAX_KEYS, KeyedLimiter, TokenBucket};
@@ -289,23 +291,43 @@ impl Dataplane {
         let Some(svc) = self.director.find_service(ip.protocol, ip.dst, key.dport) else {
             return self.local();
         };
+        match self.admit(frame, ip, svc, &key, flags, now) {
+            Ok(cid) => self.forward_in(frame, ip, cid, flags, len, now, extra),
+            Err(v) => v,
+        }
+    }
+
+    /// A packet for service `svc` that has no connection: schedule a new one (a TCP SYN
+    /// without RST, or any UDP datagram) or answer it by the service's policy. `Err` is the
+    /// verdict when no connection was made.
+    fn admit(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        svc: SvcId,
+        key: &FlowKey,
+        flags: u8,
+        now: Time,
+    ) -> Result<ConnId, Verdict> {
         let new_tcp = flags & tcp_flags::SYN != 0 && flags & tcp_flags::RST == 0;
         if ip.protocol == proto::TCP && !new_tcp {
             // A segment for a connection the director no longer knows (it expired).
             let policy = self.director.expired_reply(svc);
-            return self.reply_policy(frame, ip, policy, DropReason::ExpiredConn);
+            return Err(self.reply_policy(frame, ip, policy, DropReason::ExpiredConn));
         }
         // A packet that cannot be forwarded (TTL exhausted) must not create a connection.
         if let Some(v) = self.ttl_check(frame, ip) {
-            return v;
+            return Err(v);
         }
-        match self.director.new_conn(svc, &key, now) {
-            Ok(f) => self.forward_in(frame, ip, f.conn, flags, len, now, extra),
+        match self.director.new_conn(svc, key, now) {
+            Ok(f) => Ok(f.conn),
             Err(NewConnError::NoDest) => {
                 let policy = self.director.nodest_reply(svc);
-                self.reply_policy(frame, ip, policy, DropReason::NoDest)
+                Err(self.reply_policy(frame, ip, policy, DropReason::NoDest))
             }
-            Err(NewConnError::TableFull | NewConnError::Exists) => self.drop(DropReason::TableFull),
+            Err(NewConnError::TableFull | NewConnError::Exists) => {
+                Err(self.drop(DropReason::TableFull))
+            }
         }
     }
 
@@ -848,8 +870,8 @@ impl Dataplane {
             };
             let cid = self
                 .director
-                .conn_in(&key)
-                .or_else(|| self.director.conn_out(&key));
+                .conn_in_live(&key, now)
+                .or_else(|| self.director.conn_out_live(&key, now));
             let cid = match cid {
                 Some(c) => c,
                 None => match self.director.find_service(ip.protocol, ip.dst, key.dport) {
@@ -859,20 +881,9 @@ impl Dataplane {
                             Transport::Tcp { flags, .. } => flags,
                             _ => 0,
                         };
-                        let new_tcp = flags & tcp_flags::SYN != 0 && flags & tcp_flags::RST == 0;
-                        if ip.protocol == proto::TCP && !new_tcp {
-                            let policy = self.director.expired_reply(svc);
-                            return self.reply_policy(frame, ip, policy, DropReason::ExpiredConn);
-                        }
-                        match self.director.new_conn(svc, &key, now) {
-                            Ok(f) => f.conn,
-                            Err(NewConnError::NoDest) => {
-                                let policy = self.director.nodest_reply(svc);
-                                return self.reply_policy(frame, ip, policy, DropReason::NoDest);
-                            }
-                            Err(NewConnError::TableFull | NewConnError::Exists) => {
-                                return self.drop(DropReason::TableFull);
-                            }
+                        match self.admit(frame, ip, svc, &key, flags, now) {
+                            Ok(cid) => cid,
+                            Err(v) => return v,
                         }
                     }
                 },
