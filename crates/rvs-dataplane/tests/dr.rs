@@ -5,33 +5,7 @@
 mod common;
 use common::*;
 
-use std::net::IpAddr;
-
-/// One address family's cast: client, VIP, the TCP and UDP dests.
-#[derive(Clone, Copy)]
-struct Fam {
-    v: &'static str,
-    cip: IpAddr,
-    vip: IpAddr,
-    rip_tcp: IpAddr,
-    rip_udp: IpAddr,
-}
-
-const V4: Fam = Fam {
-    v: "v4",
-    cip: IpAddr::V4(CIP4),
-    vip: IpAddr::V4(VIP4),
-    rip_tcp: IpAddr::V4(RIP4[0]),
-    rip_udp: IpAddr::V4(RIP4[1]),
-};
-
-const V6: Fam = Fam {
-    v: "v6",
-    cip: IpAddr::V6(CIP6),
-    vip: IpAddr::V6(VIP6),
-    rip_tcp: IpAddr::V6(RIP6[0]),
-    rip_udp: IpAddr::V6(RIP6[1]),
-};
+// The address-family cast is the shared harness's `Fam`: `rip[0]` serves TCP, `rip[1]` UDP.
 
 const CPORT: u16 = 40000;
 const VPORT: u16 = 80;
@@ -50,13 +24,13 @@ fn rules() -> String {
         r += &format!(
             "-a -t {} -r {} -g -w 1\n",
             sa(f.vip, VPORT),
-            sa(f.rip_tcp, RPORT_IGNORED)
+            sa(f.rip[0], RPORT_IGNORED)
         );
         r += &format!("-A -u {} -s rr\n", sa(f.vip, VPORT_UDP));
         r += &format!(
             "-a -u {} -r {} -g -w 1\n",
             sa(f.vip, VPORT_UDP),
-            sa(f.rip_udp, VPORT_UDP)
+            sa(f.rip[1], VPORT_UDP)
         );
     }
     r
@@ -69,7 +43,7 @@ fn dr() -> rvs_dataplane::Dataplane {
 /// A TCP connection through the director: the client's packets go to the RIP unchanged but
 /// for the TTL; the dest's replies (VIP → client, or anything from the RIP) are not ours.
 fn tcp_flow(f: Fam) -> Vec<Case> {
-    let v = f.v;
+    let v = f.name;
     let c = sa(f.cip, CPORT);
     let vip = sa(f.vip, VPORT);
     let fwd = |what: &str, flags: &str, seq: u32, ack: u32, payload: &[u8]| {
@@ -77,7 +51,7 @@ fn tcp_flow(f: Fam) -> Vec<Case> {
             format!("DR: {what} {v} forwarded to RIP, L3 untouched but TTL"),
             eth(&tcp(c, vip, flags, seq, ack, payload)),
             Want::Transmit(
-                f.rip_tcp,
+                f.rip[0],
                 eth(&tcp_ttl(c, vip, flags, seq, ack, payload, 63)),
             ),
         )
@@ -89,7 +63,7 @@ fn tcp_flow(f: Fam) -> Vec<Case> {
         // anyway, it is no connection's: Local.
         case(
             format!("DR: SYN-ACK {v} from RIP to client (no NAT conn) → Local"),
-            eth(&tcp(sa(f.rip_tcp, VPORT), c, "SA", 5000, 1001, b"")),
+            eth(&tcp(sa(f.rip[0], VPORT), c, "SA", 5000, 1001, b"")),
             Want::Local,
         ),
         case(
@@ -126,26 +100,26 @@ fn rport_ignored_dest_is_rip_vport() {
         );
         assert_eq!(
             out.dest,
-            Some(sa(f.rip_tcp, VPORT)),
+            Some(sa(f.rip[0], VPORT)),
             "DR: SYN {} dest is RIP:vport",
-            f.v
+            f.name
         );
     }
 }
 
 fn udp_cases(f: Fam) -> Vec<Case> {
-    let v = f.v;
+    let v = f.name;
     let c = sa(f.cip, CPORT + 1);
     let vip = sa(f.vip, VPORT_UDP);
     vec![
         case(
             format!("DR: UDP {v} forwarded to RIP, L3 untouched but TTL"),
             eth(&udp(c, vip, b"query")),
-            Want::Transmit(f.rip_udp, eth(&udp_ttl(c, vip, b"query", 63))),
+            Want::Transmit(f.rip[1], eth(&udp_ttl(c, vip, b"query", 63))),
         ),
         case(
             format!("DR: UDP {v} answer from RIP to client → Local"),
-            eth(&udp(sa(f.rip_udp, VPORT_UDP), c, b"answer")),
+            eth(&udp(sa(f.rip[1], VPORT_UDP), c, b"answer")),
             Want::Local,
         ),
     ]

@@ -51,31 +51,7 @@ fn syn_v4_rewritten_to_dest_and_reply_back_to_vip() {
     assert_transmit("syn-ack v4", &out, CIP4.into(), &want);
 }
 
-/// One address family's cast: client, VIP, the TCP and UDP dests.
-#[derive(Clone, Copy)]
-struct Fam {
-    v: &'static str,
-    cip: IpAddr,
-    vip: IpAddr,
-    rip_tcp: IpAddr,
-    rip_udp: IpAddr,
-}
-
-const V4: Fam = Fam {
-    v: "v4",
-    cip: IpAddr::V4(CIP4),
-    vip: IpAddr::V4(VIP4),
-    rip_tcp: IpAddr::V4(RIP4[0]),
-    rip_udp: IpAddr::V4(RIP4[1]),
-};
-
-const V6: Fam = Fam {
-    v: "v6",
-    cip: IpAddr::V6(CIP6),
-    vip: IpAddr::V6(VIP6),
-    rip_tcp: IpAddr::V6(RIP6[0]),
-    rip_udp: IpAddr::V6(RIP6[1]),
-};
+// The address-family cast is the shared harness's `Fam`: `rip[0]` serves TCP, `rip[1]` UDP.
 
 const CPORT: u16 = 40000;
 /// TCP: vport 80 → rport 8080; vport 443 → rport 443. UDP: vport 53 → rport 5353.
@@ -97,14 +73,14 @@ fn rules() -> String {
             r += &format!(
                 "-a -t {} -r {} -m -w 1\n",
                 sa(f.vip, vport),
-                sa(f.rip_tcp, rport)
+                sa(f.rip[0], rport)
             );
         }
         r += &format!("-A -u {} -s rr\n", sa(f.vip, VPORT_UDP));
         r += &format!(
             "-a -u {} -r {} -m -w 1\n",
             sa(f.vip, VPORT_UDP),
-            sa(f.rip_udp, RPORT_UDP)
+            sa(f.rip[1], RPORT_UDP)
         );
     }
     r
@@ -131,10 +107,10 @@ type Step<'a> = (&'a str, Side, &'a str, u32, u32, &'a [u8]);
 
 /// A TCP connection's life through the director: handshake, data, close, both directions.
 fn tcp_flow(f: Fam) -> Vec<Case> {
-    let v = f.v;
+    let v = f.name;
     let c = sa(f.cip, CPORT);
     let vip = sa(f.vip, VPORT);
-    let rip = sa(f.rip_tcp, RPORT);
+    let rip = sa(f.rip[0], RPORT);
     let (cseq, sseq) = (1000u32, 5000u32);
     let creq = cseq + 1 + REQUEST.len() as u32;
     let sresp = sseq + 1 + RESPONSE.len() as u32;
@@ -157,7 +133,7 @@ fn tcp_flow(f: Fam) -> Vec<Case> {
                     format!("NAT: {what} {v} rewritten to RIP:rport"),
                     eth(&tcp(c, vip, flags, seq, ack, payload)),
                     Want::Transmit(
-                        f.rip_tcp,
+                        f.rip[0],
                         eth(&tcp_ttl(c, rip, flags, seq, ack, payload, 63)),
                     ),
                 )
@@ -211,10 +187,10 @@ fn zero_udp_checksum(packet: &[u8]) -> Vec<u8> {
 /// A UDP exchange: request rewritten to RIP:rport, answer rewritten to VIP:vport;
 /// `zero` sends both with a zero checksum (IPv4 only), which must stay zero.
 fn udp_flow(f: Fam, zero: bool) -> Vec<Case> {
-    let v = f.v;
+    let v = f.name;
     let c = sa(f.cip, CPORT + 1);
     let vip = sa(f.vip, VPORT_UDP);
-    let rip = sa(f.rip_udp, RPORT_UDP);
+    let rip = sa(f.rip[1], RPORT_UDP);
     let z = |p: Vec<u8>| if zero { zero_udp_checksum(&p) } else { p };
     let what = if zero {
         "with zero checksum (stays zero)"
@@ -225,7 +201,7 @@ fn udp_flow(f: Fam, zero: bool) -> Vec<Case> {
         case(
             format!("NAT: UDP {v} {what} rewritten to RIP:rport"),
             eth(&z(udp(c, vip, b"query"))),
-            Want::Transmit(f.rip_udp, eth(&z(udp_ttl(c, rip, b"query", 63)))),
+            Want::Transmit(f.rip[1], eth(&z(udp_ttl(c, rip, b"query", 63)))),
         ),
         case(
             format!("NAT: UDP {v} {what} from RIP:rport rewritten to VIP:vport"),
@@ -466,27 +442,27 @@ fn tcp_sized(src: SocketAddr, dst: SocketAddr, size: usize, ttl: u8) -> Vec<u8> 
 /// A connection, then segments around the MTU: one that fits exactly, one too big (DF / IPv6)
 /// answered with frag-needed / packet-too-big from the VIP quoting the client's own packet.
 fn too_big_flow(f: Fam) -> Vec<Case> {
-    let v = f.v;
+    let v = f.name;
     let c = sa(f.cip, CPORT);
     let vip = sa(f.vip, VPORT);
-    let rip = sa(f.rip_tcp, RPORT);
+    let rip = sa(f.rip[0], RPORT);
     let big = tcp_sized(c, vip, 1450, 64);
     let reply = match (f.vip, f.cip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => icmpv4_error(s, d, frag_needed4(MTU), &big),
         (IpAddr::V6(s), IpAddr::V6(d)) => icmpv6_error(s, d, packet_too_big6(MTU.into()), &big),
         _ => unreachable!(),
     };
-    let what = if f.v == "v4" { "DF " } else { "" };
+    let what = if f.name == "v4" { "DF " } else { "" };
     vec![
         case(
             format!("NAT: SYN {v} rewritten to RIP:rport"),
             eth(&tcp(c, vip, "S", 1000, 0, b"")),
-            Want::Transmit(f.rip_tcp, eth(&tcp_ttl(c, rip, "S", 1000, 0, b"", 63))),
+            Want::Transmit(f.rip[0], eth(&tcp_ttl(c, rip, "S", 1000, 0, b"", 63))),
         ),
         case(
             format!("NAT: {what}segment {v} of exactly the MTU rewritten to RIP:rport"),
             eth(&tcp_sized(c, vip, MTU.into(), 64)),
-            Want::Transmit(f.rip_tcp, eth(&tcp_sized(c, rip, MTU.into(), 63))),
+            Want::Transmit(f.rip[0], eth(&tcp_sized(c, rip, MTU.into(), 63))),
         ),
         case(
             format!(
