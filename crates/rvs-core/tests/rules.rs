@@ -1300,7 +1300,7 @@ fn settings_set_and_get() {
         t.set(name, &s.get(name).unwrap()).unwrap();
     }
     assert_eq!(t, s);
-    assert_eq!(Settings::NAMES.len(), 19);
+    assert_eq!(Settings::NAMES.len(), 20);
 }
 
 #[test]
