@@ -68,3 +68,55 @@ pub(crate) enum HostError {
         what: &'static str,
     },
 }
+
+/// Helpers for the tests that need root: labs (network namespaces) and threads inside them.
+#[cfg(test)]
+pub(crate) mod testns {
+    use std::io::Write as _;
+
+    use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
+    use nix::unistd::Pid;
+    use rvs_lab::{Lab, LabError};
+
+    /// A new lab, or `None` after a loud `SKIPPED` when the machine cannot host one (not
+    /// root); under `RVS_E2E=1` that is a failure.
+    pub(crate) fn lab_or_skip(test: &str) -> Option<Lab> {
+        match Lab::new() {
+            Ok(lab) => Some(lab),
+            Err(e @ (LabError::NotRoot(_) | LabError::ToolMissing { .. })) => {
+                if std::env::var("RVS_E2E").as_deref() == Ok("1") {
+                    panic!("RVS_E2E=1 but {test} cannot run: {e}");
+                }
+                let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs root: {e}");
+                None
+            }
+            Err(e) => panic!("Lab::new failed: {e}"),
+        }
+    }
+
+    /// Runs `f` on a thread that has entered the network namespace `ns` (sockets it opens and
+    /// programs it starts live there); a panic in `f` is re-raised here.
+    pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let file = std::fs::File::open(format!("/run/netns/{ns}"))
+                    .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
+                f()
+            });
+            match h.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        })
+    }
+
+    /// Pins the calling thread to CPU 0, so the frames it sends through a veth are received in
+    /// order (they all go through CPU 0's backlog).
+    pub(crate) fn pin_cpu0() {
+        let mut set = CpuSet::new();
+        set.set(0).unwrap_or_else(|e| panic!("cpuset: {e}"));
+        sched_setaffinity(Pid::from_raw(0), &set).unwrap_or_else(|e| panic!("affinity: {e}"));
+    }
+}

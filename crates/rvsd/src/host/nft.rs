@@ -832,3 +832,801 @@ impl Drop for NftTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{IpNumber, PacketBuilder, VlanId};
+
+    const DMAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    const SMAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn v4(s: &str) -> [u8; 4] {
+        s.parse::<Ipv4Addr>().unwrap().octets()
+    }
+    fn v6(s: &str) -> [u8; 16] {
+        s.parse::<Ipv6Addr>().unwrap().octets()
+    }
+
+    const VIP: &str = "192.0.2.10";
+    const VIP_ALL: &str = "192.0.2.11";
+    const LOCAL: &str = "192.0.2.1";
+    const CLIENT: &str = "203.0.113.7";
+    const RIP: &str = "198.51.100.5";
+    const RIP_UDP_ALL: &str = "198.51.100.6";
+    const ROUTER: &str = "198.51.100.254";
+    const VIP6: &str = "2001:db8::10";
+    const VIP6_ALL: &str = "2001:db8::11";
+    const LOCAL6: &str = "2001:db8::1";
+    const CLIENT6: &str = "2001:db8:2::7";
+    const RIP6: &str = "2001:db8:1::5";
+
+    /// The claims every sample frame is judged against.
+    fn sample_claims() -> Claims {
+        let mut c = Claims::new();
+        c.add_service(TCP, ip(VIP), 80);
+        c.add_service(UDP, ip(VIP), 53);
+        c.add_service(TCP, ip(VIP_ALL), 0);
+        c.add_service(TCP, ip(VIP6), 80);
+        c.add_service(UDP, ip(VIP6_ALL), 0);
+        c.add_nat_dest(TCP, ip(RIP), 8080);
+        c.add_nat_dest(UDP, ip(RIP_UDP_ALL), 0);
+        c.add_nat_dest(TCP, ip(RIP6), 8080);
+        c.with_local_addrs(&[ip(LOCAL), ip(LOCAL6)])
+    }
+
+    fn tcp4(src: &str, dst: &str, sp: u16, dp: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(SMAC, DMAC)
+            .ipv4(v4(src), v4(dst), 64)
+            .tcp(sp, dp, 1, 1000)
+            .write(&mut v, b"payload")
+            .unwrap();
+        v
+    }
+    fn udp4(src: &str, dst: &str, sp: u16, dp: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(SMAC, DMAC)
+            .ipv4(v4(src), v4(dst), 64)
+            .udp(sp, dp)
+            .write(&mut v, b"payload")
+            .unwrap();
+        v
+    }
+    /// An IPv4 packet (no Ethernet header) for quotes.
+    fn quote4(src: &str, dst: &str, proto: u8, sp: u16, dp: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ipv4(v4(src), v4(dst), 64);
+        match proto {
+            TCP => b.tcp(sp, dp, 1, 1000).write(&mut v, &[]).unwrap(),
+            UDP => b.udp(sp, dp).write(&mut v, &[]).unwrap(),
+            p => b.write(&mut v, IpNumber(p), &[0x45; 20]).unwrap(),
+        }
+        v
+    }
+    fn icmp4(src: &str, dst: &str, t: u8, c: u8, rest: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(SMAC, DMAC)
+            .ipv4(v4(src), v4(dst), 64)
+            .icmpv4_raw(t, c, rest)
+            .write(&mut v, payload)
+            .unwrap();
+        v
+    }
+    fn tcp6(src: &str, dst: &str, sp: u16, dp: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(SMAC, DMAC)
+            .ipv6(v6(src), v6(dst), 64)
+            .tcp(sp, dp, 1, 1000)
+            .write(&mut v, b"payload")
+            .unwrap();
+        v
+    }
+    fn udp6(src: &str, dst: &str, sp: u16, dp: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(SMAC, DMAC)
+            .ipv6(v6(src), v6(dst), 64)
+            .udp(sp, dp)
+            .write(&mut v, b"payload")
+            .unwrap();
+        v
+    }
+    fn quote6(src: &str, dst: &str, proto: u8, sp: u16, dp: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ipv6(v6(src), v6(dst), 64);
+        match proto {
+            TCP => b.tcp(sp, dp, 1, 1000).write(&mut v, &[]).unwrap(),
+            p => b.write(&mut v, IpNumber(p), &[0x60; 40]).unwrap(),
+        }
+        v
+    }
+    fn icmp6(src: &str, dst: &str, t: u8, c: u8, rest: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(SMAC, DMAC)
+            .ipv6(v6(src), v6(dst), 255)
+            .icmpv6_raw(t, c, rest)
+            .write(&mut v, payload)
+            .unwrap();
+        v
+    }
+    fn vlan(f: &[u8], outer: u16) -> Vec<u8> {
+        let mut v = f[..12].to_vec();
+        v.extend_from_slice(&outer.to_be_bytes());
+        v.extend_from_slice(&[0x00, 0x0a]);
+        v.extend_from_slice(&f[12..]);
+        v
+    }
+    fn ipv4_checksum(f: &mut [u8]) {
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        f[24] = 0;
+        f[25] = 0;
+        let mut sum = 0u32;
+        for c in f[14..14 + ihl].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    }
+    /// Sets the IPv4 fragment fields (offset in 8-byte units, more-fragments flag).
+    fn frag4(mut f: Vec<u8>, offset: u16, more: bool) -> Vec<u8> {
+        let v = offset | if more { 0x2000 } else { 0 };
+        f[20..22].copy_from_slice(&v.to_be_bytes());
+        ipv4_checksum(&mut f);
+        f
+    }
+    fn tot_len4(mut f: Vec<u8>, delta: i32) -> Vec<u8> {
+        let l = i32::from(u16::from_be_bytes([f[16], f[17]])) + delta;
+        f[16..18].copy_from_slice(&(l as u16).to_be_bytes());
+        ipv4_checksum(&mut f);
+        f
+    }
+    fn ihl4(mut f: Vec<u8>, ihl: u8) -> Vec<u8> {
+        f[14] = 0x40 | ihl;
+        ipv4_checksum(&mut f);
+        f
+    }
+    /// Adds 4 bytes of IPv4 options (NOPs).
+    fn options4(f: Vec<u8>) -> Vec<u8> {
+        let mut v = f[..34].to_vec();
+        v.extend_from_slice(&[1, 1, 1, 1]);
+        v.extend_from_slice(&f[34..]);
+        v[14] = 0x46;
+        let tot = u16::from_be_bytes([v[16], v[17]]) + 4;
+        v[16..18].copy_from_slice(&tot.to_be_bytes());
+        ipv4_checksum(&mut v);
+        v
+    }
+    /// Inserts an IPv6 extension header right after the fixed header.
+    fn ext6(f: Vec<u8>, kind: u8, frag: Option<(u16, bool)>) -> Vec<u8> {
+        let next = f[20];
+        let hdr: Vec<u8> = match kind {
+            44 => {
+                let (off, more) = frag.unwrap_or((0, false));
+                let v = (off << 3) | u16::from(more);
+                let [a, b] = v.to_be_bytes();
+                vec![next, 0, a, b, 0, 0, 0, 7]
+            }
+            // AH: length in 4-byte units minus 2; 12 bytes + 4 of ICV.
+            51 => vec![next, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
+            43 => vec![next, 0, 0, 0, 0, 0, 0, 0],
+            _ => vec![next, 0, 1, 4, 0, 0, 0, 0],
+        };
+        let mut v = f[..54].to_vec();
+        v[20] = kind;
+        let pl = u16::from_be_bytes([v[18], v[19]]) + hdr.len() as u16;
+        v[18..20].copy_from_slice(&pl.to_be_bytes());
+        v.extend_from_slice(&hdr);
+        v.extend_from_slice(&f[54..]);
+        v
+    }
+    fn arp_request(target: &str) -> Vec<u8> {
+        let mut v = vec![0xff; 6];
+        v.extend_from_slice(&SMAC);
+        v.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        v.extend_from_slice(&SMAC);
+        v.extend_from_slice(&v4(CLIENT));
+        v.extend_from_slice(&[0; 6]);
+        v.extend_from_slice(&v4(target));
+        v
+    }
+
+    /// Frames with the claim the table must make for them under [`sample_claims`].
+    pub(super) fn samples() -> Vec<(&'static str, Vec<u8>, bool)> {
+        let q_to_rip = quote4(CLIENT, RIP, TCP, 40000, 8080);
+        let mut s = vec![
+            ("tcp to vip:80", tcp4(CLIENT, VIP, 40000, 80), true),
+            ("tcp to vip:81", tcp4(CLIENT, VIP, 40000, 81), false),
+            ("udp to vip:53", udp4(CLIENT, VIP, 40000, 53), true),
+            ("udp to vip:80", udp4(CLIENT, VIP, 40000, 80), false),
+            (
+                "tcp to port-0 vip",
+                tcp4(CLIENT, VIP_ALL, 40000, 2222),
+                true,
+            ),
+            (
+                "udp to tcp port-0 vip",
+                udp4(CLIENT, VIP_ALL, 40000, 2222),
+                false,
+            ),
+            (
+                "tcp to a local address",
+                tcp4(CLIENT, LOCAL, 40000, 80),
+                false,
+            ),
+            (
+                "echo request to vip",
+                icmp4(CLIENT, VIP, 8, 0, [0, 1, 0, 1], b"ping"),
+                true,
+            ),
+            (
+                "echo reply to vip",
+                icmp4(CLIENT, VIP, 0, 0, [0, 1, 0, 1], b"ping"),
+                false,
+            ),
+            (
+                "port unreachable to vip",
+                icmp4(
+                    ROUTER,
+                    VIP,
+                    3,
+                    3,
+                    [0; 4],
+                    &quote4(VIP, CLIENT, UDP, 53, 40000),
+                ),
+                true,
+            ),
+            (
+                "redirect to vip",
+                icmp4(
+                    ROUTER,
+                    VIP,
+                    5,
+                    1,
+                    v4(ROUTER),
+                    &quote4(VIP, CLIENT, TCP, 80, 4000),
+                ),
+                false,
+            ),
+            (
+                "timestamp to vip",
+                icmp4(CLIENT, VIP, 13, 0, [0; 4], &[0; 12]),
+                false,
+            ),
+            (
+                "echo request to a local address",
+                icmp4(CLIENT, LOCAL, 8, 0, [0; 4], b"x"),
+                false,
+            ),
+            ("nat reply", tcp4(RIP, CLIENT, 8080, 40000), true),
+            (
+                "nat reply, other port",
+                tcp4(RIP, CLIENT, 8081, 40000),
+                false,
+            ),
+            (
+                "nat dest to a local address (health check)",
+                tcp4(RIP, LOCAL, 8080, 40000),
+                false,
+            ),
+            (
+                "udp from a port-0 nat dest",
+                udp4(RIP_UDP_ALL, CLIENT, 1234, 5555),
+                true,
+            ),
+            (
+                "tcp from a udp port-0 nat dest",
+                tcp4(RIP_UDP_ALL, CLIENT, 1234, 5555),
+                false,
+            ),
+            (
+                "port unreachable from a nat dest",
+                icmp4(RIP, CLIENT, 3, 3, [0; 4], &q_to_rip),
+                true,
+            ),
+            (
+                "time exceeded on the dests' side",
+                icmp4(ROUTER, CLIENT, 11, 0, [0; 4], &q_to_rip),
+                true,
+            ),
+            (
+                "error quoting a packet to another address",
+                icmp4(
+                    ROUTER,
+                    CLIENT,
+                    3,
+                    1,
+                    [0; 4],
+                    &quote4(CLIENT, ROUTER, TCP, 1, 2),
+                ),
+                false,
+            ),
+            (
+                "error about a nat dest, to a local address",
+                icmp4(
+                    ROUTER,
+                    LOCAL,
+                    3,
+                    1,
+                    [0; 4],
+                    &quote4(LOCAL, RIP, TCP, 1, 8080),
+                ),
+                false,
+            ),
+            (
+                "error about a nat dest, 8-byte quote",
+                icmp4(ROUTER, CLIENT, 3, 1, [0; 4], &q_to_rip[..28]),
+                true,
+            ),
+            (
+                "error about a nat dest, quote shorter than its header",
+                icmp4(ROUTER, CLIENT, 3, 1, [0; 4], &q_to_rip[..19]),
+                false,
+            ),
+            (
+                "frag-needed about our ip-in-ip packet",
+                icmp4(
+                    ROUTER,
+                    LOCAL,
+                    3,
+                    4,
+                    [0, 0, 5, 0xc8],
+                    &quote4(LOCAL, RIP, IPIP, 0, 0),
+                ),
+                true,
+            ),
+            (
+                "host unreachable about our ip-in-ip packet",
+                icmp4(ROUTER, LOCAL, 3, 1, [0; 4], &quote4(LOCAL, RIP, IPIP, 0, 0)),
+                false,
+            ),
+            (
+                "frag-needed about our tcp packet",
+                icmp4(
+                    ROUTER,
+                    LOCAL,
+                    3,
+                    4,
+                    [0, 0, 5, 0xc8],
+                    &quote4(LOCAL, RIP, TCP, 1, 2),
+                ),
+                false,
+            ),
+            (
+                "later fragment to vip",
+                frag4(udp4(CLIENT, VIP, 1, 9999), 185, false),
+                true,
+            ),
+            (
+                "first fragment to vip:9999",
+                frag4(udp4(CLIENT, VIP, 1, 9999), 0, true),
+                true,
+            ),
+            (
+                "later fragment to a local address",
+                frag4(udp4(CLIENT, LOCAL, 1, 9), 185, true),
+                false,
+            ),
+            (
+                "later fragment from a nat dest",
+                frag4(tcp4(RIP, CLIENT, 1, 2), 100, false),
+                true,
+            ),
+            (
+                "fragment from a nat dest to a local address",
+                frag4(tcp4(RIP, LOCAL, 8080, 2), 100, false),
+                false,
+            ),
+            (
+                "later fragment of an echo request to vip",
+                frag4(icmp4(CLIENT, VIP, 8, 0, [0; 4], b"x"), 100, false),
+                true,
+            ),
+            (
+                "802.1q tcp to vip:80",
+                vlan(&tcp4(CLIENT, VIP, 40000, 80), 0x8100),
+                true,
+            ),
+            (
+                "802.1q tcp to vip:81",
+                vlan(&tcp4(CLIENT, VIP, 40000, 81), 0x8100),
+                false,
+            ),
+            (
+                "802.1ad tcp to vip:80",
+                vlan(&tcp4(CLIENT, VIP, 40000, 80), 0x88a8),
+                true,
+            ),
+            (
+                "q-in-q tcp to vip:80",
+                vlan(&vlan(&tcp4(CLIENT, VIP, 40000, 80), 0x8100), 0x88a8),
+                false,
+            ),
+            ("arp request for vip", arp_request(VIP), false),
+            (
+                "ipv4 total length beyond the frame",
+                tot_len4(tcp4(CLIENT, VIP, 1, 80), 10),
+                false,
+            ),
+            (
+                "fragment to vip, total length beyond the frame",
+                tot_len4(frag4(tcp4(CLIENT, VIP, 1, 80), 10, false), 10),
+                true,
+            ),
+            ("ihl 4", ihl4(tcp4(CLIENT, VIP, 1, 80), 4), false),
+            (
+                "ip options, tcp to vip:80",
+                options4(tcp4(CLIENT, VIP, 1, 80)),
+                true,
+            ),
+            ("tcp6 to vip:80", tcp6(CLIENT6, VIP6, 40000, 80), true),
+            ("tcp6 to vip:81", tcp6(CLIENT6, VIP6, 40000, 81), false),
+            (
+                "udp6 to a port-0 vip",
+                udp6(CLIENT6, VIP6_ALL, 1, 7777),
+                true,
+            ),
+            (
+                "tcp6 to a udp port-0 vip",
+                tcp6(CLIENT6, VIP6_ALL, 1, 7777),
+                false,
+            ),
+            (
+                "tcp6 with hop-by-hop to vip:80",
+                ext6(tcp6(CLIENT6, VIP6, 1, 80), 0, None),
+                true,
+            ),
+            (
+                "tcp6 with routing and destination options to vip:80",
+                ext6(ext6(tcp6(CLIENT6, VIP6, 1, 80), 60, None), 43, None),
+                true,
+            ),
+            (
+                "tcp6 behind AH to vip:80",
+                ext6(tcp6(CLIENT6, VIP6, 1, 80), 51, None),
+                false,
+            ),
+            (
+                "first fragment6 to vip:81",
+                ext6(tcp6(CLIENT6, VIP6, 1, 81), 44, Some((0, true))),
+                true,
+            ),
+            (
+                "later fragment6 to vip",
+                ext6(udp6(CLIENT6, VIP6, 1, 9999), 44, Some((100, false))),
+                true,
+            ),
+            (
+                "later fragment6 behind hop-by-hop to vip (not seen as a fragment)",
+                ext6(
+                    ext6(udp6(CLIENT6, VIP6, 1, 9999), 44, Some((100, false))),
+                    0,
+                    None,
+                ),
+                false,
+            ),
+            (
+                "atomic fragment6 to vip:81",
+                ext6(tcp6(CLIENT6, VIP6, 1, 81), 44, Some((0, false))),
+                false,
+            ),
+            (
+                "later fragment6 from a nat dest",
+                ext6(tcp6(RIP6, CLIENT6, 8080, 1), 44, Some((100, false))),
+                true,
+            ),
+            (
+                "echo request6 to vip",
+                icmp6(CLIENT6, VIP6, 128, 0, [0, 1, 0, 1], b"x"),
+                true,
+            ),
+            (
+                "echo reply6 to vip",
+                icmp6(CLIENT6, VIP6, 129, 0, [0, 1, 0, 1], b"x"),
+                false,
+            ),
+            (
+                "packet too big to vip",
+                icmp6(
+                    ROUTER_6,
+                    VIP6,
+                    2,
+                    0,
+                    [0, 0, 5, 0],
+                    &quote6(VIP6, CLIENT6, TCP, 80, 1),
+                ),
+                true,
+            ),
+            (
+                "neighbour solicitation for vip, to vip",
+                icmp6(CLIENT6, VIP6, 135, 0, [0; 4], &v6(VIP6)),
+                false,
+            ),
+            (
+                "neighbour solicitation for vip, multicast",
+                icmp6(CLIENT6, "ff02::1:ff00:10", 135, 0, [0; 4], &v6(VIP6)),
+                false,
+            ),
+            (
+                "neighbour advertisement to vip",
+                icmp6(CLIENT6, VIP6, 136, 0, [0; 4], &v6(CLIENT6)),
+                false,
+            ),
+            (
+                "mld report",
+                icmp6("fe80::2", "ff02::16", 143, 0, [0; 4], &[0; 20]),
+                false,
+            ),
+            (
+                "router solicitation",
+                icmp6("fe80::2", "ff02::2", 133, 0, [0; 4], &[]),
+                false,
+            ),
+            (
+                "router advertisement",
+                icmp6("fe80::1", "ff02::1", 134, 0, [64, 0, 0, 0], &[0; 8]),
+                false,
+            ),
+            (
+                "redirect6 to vip",
+                icmp6("fe80::1", VIP6, 137, 0, [0; 4], &[0; 32]),
+                false,
+            ),
+            ("nat6 reply", tcp6(RIP6, CLIENT6, 8080, 40000), true),
+            (
+                "nat6 dest to a local address",
+                tcp6(RIP6, LOCAL6, 8080, 40000),
+                false,
+            ),
+            (
+                "unreachable6 from a nat dest",
+                icmp6(
+                    RIP6,
+                    CLIENT6,
+                    1,
+                    4,
+                    [0; 4],
+                    &quote6(CLIENT6, RIP6, TCP, 1, 8080),
+                ),
+                true,
+            ),
+            (
+                "packet too big about our ipv6-in-ipv6 packet",
+                icmp6(
+                    ROUTER_6,
+                    LOCAL6,
+                    2,
+                    0,
+                    [0, 0, 5, 0],
+                    &quote6(LOCAL6, RIP6, IPV6_IN_IP, 0, 0),
+                ),
+                true,
+            ),
+            (
+                "ipv6 payload length beyond the frame",
+                {
+                    let mut f = tcp6(CLIENT6, VIP6, 1, 80);
+                    f[19] += 8;
+                    f
+                },
+                false,
+            ),
+            (
+                "802.1q tcp6 to vip:80",
+                vlan(&tcp6(CLIENT6, VIP6, 1, 80), 0x8100),
+                true,
+            ),
+            (
+                "ethernet padding after udp to vip:53",
+                {
+                    let mut f = udp4(CLIENT, VIP, 1, 53);
+                    f.extend_from_slice(&[0; 10]);
+                    f
+                },
+                true,
+            ),
+            (
+                "ipv6 packet with the ipv4 ethertype",
+                {
+                    let mut f = tcp6(CLIENT6, VIP6, 1, 80);
+                    f[12..14].copy_from_slice(&[0x08, 0x00]);
+                    f
+                },
+                false,
+            ),
+        ];
+        let mut many = tcp6(CLIENT6, VIP6, 1, 80);
+        for _ in 0..13 {
+            many = ext6(many, 60, None);
+        }
+        s.push((
+            "tcp6 behind 13 destination-options headers to vip:80",
+            many,
+            true,
+        ));
+        s
+    }
+
+    const ROUTER_6: &str = "2001:db8:1::fe";
+
+    #[test]
+    fn samples_are_claimed_as_expected() {
+        let c = sample_claims();
+        let mut wrong = Vec::new();
+        for (name, f, want) in samples() {
+            if c.claims(&f) != want {
+                wrong.push(name);
+            }
+        }
+        assert!(wrong.is_empty(), "misjudged: {wrong:?}");
+        assert!(
+            !Claims::new().claims(&tcp4(CLIENT, VIP, 1, 80)),
+            "empty claims"
+        );
+    }
+
+    #[test]
+    fn short_and_odd_frames_are_not_claimed_and_do_not_panic() {
+        let c = sample_claims();
+        for (_, f, _) in samples() {
+            for n in 0..f.len() {
+                let _ = c.claims(&f[..n]);
+            }
+        }
+        assert!(!c.claims(&[]));
+        assert!(!c.claims(&[0u8; 10]));
+        // A claimed frame cut inside its TCP ports is no longer claimed.
+        let f = tcp4(CLIENT, VIP, 40000, 80);
+        assert!(!c.claims(&f[..14 + 20 + 3]));
+    }
+
+    #[test]
+    fn claims_from_a_director() {
+        use rvs_core::rules::parse_rules;
+        use rvs_core::settings::Settings;
+        let mut d = Director::new(Settings::default());
+        let rules = parse_rules(
+            "-A -t 192.0.2.10:80 -s rr\n\
+             -a -t 192.0.2.10:80 -r 198.51.100.5:8080 -m\n\
+             -a -t 192.0.2.10:80 -r 198.51.100.7:80 -g\n\
+             -A -u 192.0.2.10:53\n\
+             -A -t 192.0.2.11:0 -p 300\n\
+             -A -t [2001:db8::10]:80\n\
+             -a -t [2001:db8::10]:80 -r [2001:db8:1::5]:8080 -m\n\
+             -A -u [2001:db8::11]:0 -p 300\n\
+             -A -u 192.0.2.12:0 -p 300\n\
+             -a -u 192.0.2.12:0 -r 198.51.100.6 -m\n",
+        )
+        .unwrap();
+        for r in &rules {
+            d.apply(r, 0).unwrap();
+        }
+        let mut want = sample_claims();
+        want.add_service(UDP, ip("192.0.2.12"), 0);
+        let got = Claims::from_director(&d).with_local_addrs(&[ip(LOCAL), ip(LOCAL6)]);
+        assert_eq!(got, want);
+        // The DR dest is not a NAT dest.
+        assert!(!got.claims(&tcp4("198.51.100.7", CLIENT, 80, 1)));
+    }
+
+    #[test]
+    fn script_golden() {
+        let mut c = Claims::new();
+        c.add_service(TCP, ip(VIP), 80);
+        c.add_service(UDP, ip(VIP6_ALL), 0);
+        c.add_nat_dest(TCP, ip(RIP), 8080);
+        let c = c.with_local_addrs(&[ip(LOCAL)]);
+        let s = NftTable::script("rvsd", &["eth0".to_owned(), "eth1".to_owned()], &c).unwrap();
+        let want = GOLDEN;
+        if s != want {
+            eprintln!("{s}");
+        }
+        assert_eq!(s, want);
+        let u = NftTable::update_script("rvsd", &Claims::new()).unwrap();
+        assert_eq!(u.lines().count(), 18);
+        assert!(u.lines().all(|l| l.starts_with("flush set netdev rvsd ")));
+        let u = NftTable::update_script("rvsd", &c).unwrap();
+        assert!(u.ends_with(
+            "add element netdev rvsd local4_quoted { 0xc0000201 }\n\
+             add element netdev rvsd svc6_all { udp . 2001:db8::11 }\n\
+             add element netdev rvsd vip6 { 2001:db8::11 }\n"
+        ));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let c = Claims::new();
+        let dev = ["eth0".to_owned()];
+        assert!(NftTable::script("rvsd", &dev, &c).is_ok());
+        for bad in ["", "1x", "a b", "a;b", "a\"", &"x".repeat(65)] {
+            assert!(
+                matches!(
+                    NftTable::script(bad, &dev, &c),
+                    Err(HostError::InvalidTableName(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "",
+            "a\"b",
+            "a b",
+            "a/b",
+            "a:b",
+            "..",
+            "sixteen-chars-xx",
+            "é",
+        ] {
+            assert!(
+                matches!(
+                    NftTable::script("rvsd", &[bad.to_owned()], &c),
+                    Err(HostError::InvalidInterface(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            NftTable::script("rvsd", &[], &c),
+            Err(HostError::NoInterfaces)
+        ));
+    }
+
+    const GOLDEN: &str = r#"# rvsd: what the director claims from the host stack (generated)
+add table netdev rvsd
+delete table netdev rvsd
+table netdev rvsd {
+	set svc4 { type inet_proto . ipv4_addr . inet_service; }
+	set svc4_all { type inet_proto . ipv4_addr; }
+	set vip4 { type ipv4_addr; }
+	set nat4 { type inet_proto . ipv4_addr . inet_service; }
+	set nat4_all { type inet_proto . ipv4_addr; }
+	set nat4_addr { type ipv4_addr; }
+	set nat4_quoted { typeof @th,192,32; }
+	set local4 { type ipv4_addr; }
+	set local4_quoted { typeof @th,160,32; }
+	set svc6 { type inet_proto . ipv6_addr . inet_service; }
+	set svc6_all { type inet_proto . ipv6_addr; }
+	set vip6 { type ipv6_addr; }
+	set nat6 { type inet_proto . ipv6_addr . inet_service; }
+	set nat6_all { type inet_proto . ipv6_addr; }
+	set nat6_addr { type ipv6_addr; }
+	set nat6_quoted { typeof @th,256,128; }
+	set local6 { type ipv6_addr; }
+	set local6_quoted { typeof @th,128,128; }
+	chain ingress {
+		type filter hook ingress devices = { "eth0", "eth1" } priority -500; policy accept;
+		meta protocol ip meta l4proto . ip daddr . th dport @svc4 drop
+		meta protocol ip meta l4proto . ip daddr @svc4_all drop
+		meta protocol ip ip daddr @vip4 ip frag-off & 0x3fff != 0 drop
+		meta protocol ip ip daddr @vip4 meta l4proto icmp icmp type { 3, 4, 8, 11, 12 } drop
+		meta protocol ip ip daddr != @local4 meta l4proto . ip saddr . th sport @nat4 drop
+		meta protocol ip ip daddr != @local4 meta l4proto . ip saddr @nat4_all drop
+		meta protocol ip ip daddr != @local4 ip saddr @nat4_addr ip frag-off & 0x3fff != 0 drop
+		meta protocol ip ip daddr != @local4 meta l4proto icmp icmp type { 3, 4, 11, 12 } @th,64,8 & 0xf0 == 0x40 @th,192,32 @nat4_quoted drop
+		meta protocol ip meta l4proto icmp icmp type 3 icmp code 4 @th,64,8 & 0xf0 == 0x40 @th,136,8 { 4, 41 } @th,160,32 @local4_quoted drop
+		meta protocol ip6 meta l4proto . ip6 daddr . th dport @svc6 drop
+		meta protocol ip6 meta l4proto . ip6 daddr @svc6_all drop
+		meta protocol ip6 ip6 daddr @vip6 ip6 nexthdr 44 @nh,336,16 & 0xfff9 != 0 drop
+		meta protocol ip6 ip6 daddr @vip6 meta l4proto ipv6-icmp icmpv6 type { 1, 2, 3, 4, 128 } drop
+		meta protocol ip6 ip6 daddr != @local6 meta l4proto . ip6 saddr . th sport @nat6 drop
+		meta protocol ip6 ip6 daddr != @local6 meta l4proto . ip6 saddr @nat6_all drop
+		meta protocol ip6 ip6 daddr != @local6 ip6 saddr @nat6_addr ip6 nexthdr 44 @nh,336,16 & 0xfff9 != 0 drop
+		meta protocol ip6 ip6 daddr != @local6 meta l4proto ipv6-icmp icmpv6 type { 1, 2, 3, 4 } @th,64,8 & 0xf0 == 0x60 @th,256,128 @nat6_quoted drop
+		meta protocol ip6 meta l4proto ipv6-icmp icmpv6 type 2 @th,64,8 & 0xf0 == 0x60 @th,112,8 { 4, 41 } @th,128,128 @local6_quoted drop
+	}
+}
+add element netdev rvsd svc4 { tcp . 192.0.2.10 . 80 }
+add element netdev rvsd vip4 { 192.0.2.10 }
+add element netdev rvsd nat4 { tcp . 198.51.100.5 . 8080 }
+add element netdev rvsd nat4_addr { 198.51.100.5 }
+add element netdev rvsd nat4_quoted { 0xc6336405 }
+add element netdev rvsd local4 { 192.0.2.1 }
+add element netdev rvsd local4_quoted { 0xc0000201 }
+add element netdev rvsd svc6_all { udp . 2001:db8::11 }
+add element netdev rvsd vip6 { 2001:db8::11 }
+"#;
+}
