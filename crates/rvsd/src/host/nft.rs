@@ -836,7 +836,7 @@ impl Drop for NftTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::{IpNumber, PacketBuilder, VlanId};
+    use etherparse::{IpNumber, PacketBuilder};
 
     const DMAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
     const SMAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -1573,6 +1573,360 @@ mod tests {
             NftTable::script("rvsd", &[], &c),
             Err(HostError::NoInterfaces)
         ));
+    }
+
+    // ---- on the real kernel (root) ----------------------------------------------------------
+
+    use crate::host::testns::{in_netns, lab_or_skip, pin_cpu0};
+    use pnet_datalink::{Channel, Config, DataLinkReceiver, DataLinkSender};
+    use rvs_lab::LinkOpts;
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    /// Generous overall deadline for things the kernel does "at once".
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    fn link_channel(
+        dev: &str,
+        bufsize: usize,
+    ) -> (Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>) {
+        let iface = pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == dev)
+            .unwrap_or_else(|| panic!("no interface {dev}"));
+        let cfg = Config {
+            read_timeout: Some(Duration::from_millis(50)),
+            read_buffer_size: bufsize,
+            write_buffer_size: bufsize,
+            ..Config::default()
+        };
+        match pnet_datalink::channel(&iface, cfg).unwrap() {
+            Channel::Ethernet(tx, rx) => (tx, rx),
+            _ => panic!("not an ethernet channel"),
+        }
+    }
+
+    fn mac_of(dev: &str) -> [u8; 6] {
+        let iface = pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == dev)
+            .unwrap();
+        iface.mac.unwrap().octets()
+    }
+
+    /// Reads frames until `done` says so or the deadline passes.
+    fn read_until(rx: &mut dyn DataLinkReceiver, mut done: impl FnMut(&[u8]) -> bool) -> bool {
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if let Ok(f) = rx.next()
+                && done(f)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn nft_out(args: &[&str]) -> String {
+        let out = Command::new("nft").args(args).output().unwrap();
+        assert!(out.status.success(), "nft {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A second ingress chain, after ours, recording the source MAC of every frame ours let
+    /// through.
+    fn install_probe(dev: &str) {
+        run_nft(&format!(
+            "table netdev probe {{\n\
+             \tset seen {{ type ether_addr; flags dynamic; size 65535; }}\n\
+             \tchain c {{ type filter hook ingress device \"{dev}\" priority 100; policy accept; \
+             add @seen {{ ether saddr }}; }}\n}}\n"
+        ))
+        .unwrap();
+    }
+
+    fn probe_seen() -> HashSet<[u8; 6]> {
+        let text = nft_out(&["list", "set", "netdev", "probe", "seen"]);
+        text.split(|c: char| !(c.is_ascii_hexdigit() || c == ':'))
+            .filter(|w| w.len() == 17)
+            .filter_map(|w| {
+                let b: Vec<u8> = w
+                    .split(':')
+                    .filter_map(|x| u8::from_str_radix(x, 16).ok())
+                    .collect();
+                <[u8; 6]>::try_from(b.as_slice()).ok()
+            })
+            .collect()
+    }
+
+    fn marker(i: usize) -> [u8; 6] {
+        [0x02, 0xaa, 0, 0, (i >> 8) as u8, i as u8]
+    }
+
+    /// Every sample frame is sent through a real veth into a namespace holding the table: the
+    /// kernel's verdict (seen or not by a later ingress chain) must be the twin's, and the
+    /// packet tap must have seen every frame (taps run before the ingress hook).
+    #[test]
+    fn kernel_agrees_with_the_twin() {
+        let Some(lab) = lab_or_skip("kernel_agrees_with_the_twin") else {
+            return;
+        };
+        let dir = lab.host("dir").unwrap();
+        let cli = lab.host("cli").unwrap();
+        let link = lab.link(dir, cli, &LinkOpts::default()).unwrap();
+        let (dir_ns, cli_ns) = (lab.netns_name(dir).unwrap(), lab.netns_name(cli).unwrap());
+        let claims = sample_claims();
+        let samples = samples();
+        let sentinel = udp4(CLIENT, "192.0.2.99", 1, 2);
+        let sentinel_mark = [0x02, 0xaa, 0, 0, 0xff, 0xff];
+
+        let (tapped, seen) = in_netns(&dir_ns, || {
+            let table =
+                NftTable::install("rvsdtest", std::slice::from_ref(&link.a_dev), &claims).unwrap();
+            install_probe(&link.a_dev);
+            let dmac = mac_of(&link.a_dev);
+            let (_tx, mut tap) = link_channel(&link.a_dev, 65536);
+            in_netns(&cli_ns, || {
+                pin_cpu0();
+                let (mut tx, _rx) = link_channel(&link.b_dev, 65536);
+                for (i, (_, f, _)) in samples.iter().enumerate() {
+                    let mut f = f.clone();
+                    f[..6].copy_from_slice(&dmac);
+                    f[6..12].copy_from_slice(&marker(i));
+                    tx.send_to(&f, None).unwrap().unwrap();
+                }
+                let mut f = sentinel.clone();
+                f[..6].copy_from_slice(&dmac);
+                f[6..12].copy_from_slice(&sentinel_mark);
+                tx.send_to(&f, None).unwrap().unwrap();
+            });
+            let mut tapped = HashSet::new();
+            let all = read_until(&mut *tap, |f| {
+                if let Ok(m) = <[u8; 6]>::try_from(&f[6..12]) {
+                    tapped.insert(m);
+                }
+                tapped.contains(&sentinel_mark)
+                    && (0..samples.len()).all(|i| tapped.contains(&marker(i)))
+            });
+            assert!(all, "the tap missed frames");
+            let end = Instant::now() + DEADLINE;
+            let mut seen = probe_seen();
+            while !seen.contains(&sentinel_mark) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+                seen = probe_seen();
+            }
+            assert!(seen.contains(&sentinel_mark), "the sentinel never passed");
+            table.remove().unwrap();
+            (tapped, seen)
+        });
+        let mut wrong = Vec::new();
+        for (i, (name, f, want)) in samples.iter().enumerate() {
+            assert!(tapped.contains(&marker(i)), "tap missed {name}");
+            let kernel = !seen.contains(&marker(i));
+            let twin = claims.claims(f);
+            if kernel != twin || twin != *want {
+                wrong.push(format!(
+                    "{name}: kernel {kernel}, twin {twin}, expected {want}"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "disagreements:\n{}", wrong.join("\n"));
+        lab.close().unwrap();
+    }
+
+    fn net(s: &str) -> rvs_lab::IpNet {
+        s.parse().unwrap()
+    }
+
+    fn tables() -> String {
+        nft_out(&["list", "tables"])
+    }
+
+    /// An ICMP echo request (with checksum) for a raw socket.
+    fn echo_request(id: u16) -> Vec<u8> {
+        let mut m = vec![
+            8,
+            0,
+            0,
+            0,
+            (id >> 8) as u8,
+            id as u8,
+            0,
+            1,
+            b'r',
+            b'v',
+            b's',
+            b'd',
+        ];
+        let mut sum = 0u32;
+        for c in m.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        m
+    }
+
+    /// Real traffic through the installed table: datagrams to a claimed VIP:port are not
+    /// delivered (but the tap sees them), to an unclaimed port they are, ARP and neighbour
+    /// discovery keep working, an echo request to the VIP is dropped while one to the host's
+    /// own address is answered; `update` changes what is claimed; a stale table is replaced;
+    /// `remove` leaves no table.
+    #[test]
+    fn table_steers_real_traffic() {
+        use nix::sys::socket::{
+            AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recvfrom,
+            sendto, setsockopt, socket, sockopt::ReceiveTimeout,
+        };
+        use nix::sys::time::TimeVal;
+        use std::net::{SocketAddr, UdpSocket};
+        use std::os::fd::AsRawFd;
+
+        let Some(lab) = lab_or_skip("table_steers_real_traffic") else {
+            return;
+        };
+        let dir = lab.host("dir").unwrap();
+        let cli = lab.host("cli").unwrap();
+        let link = lab
+            .link(
+                dir,
+                cli,
+                &LinkOpts {
+                    addrs_a: vec![net("192.0.2.1/24"), net("2001:db8::1/64")],
+                    addrs_b: vec![net("192.0.2.2/24"), net("2001:db8::2/64")],
+                    ..LinkOpts::default()
+                },
+            )
+            .unwrap();
+        lab.addr(dir, &link.a_dev, net("192.0.2.10/32")).unwrap();
+        lab.addr(dir, &link.a_dev, net("2001:db8::10/128")).unwrap();
+        let (dir_ns, cli_ns) = (lab.netns_name(dir).unwrap(), lab.netns_name(cli).unwrap());
+        let mut claims = Claims::new();
+        claims.add_service(UDP, ip(VIP), 5000);
+        claims.add_service(UDP, ip(VIP6), 5000);
+        let devs = [link.a_dev.clone()];
+
+        in_netns(&dir_ns, || {
+            // A table left by a "crashed" run, with a chain of its own: replaced on install.
+            run_nft(
+                "table netdev rvsdtest {\n\tchain junk {\n\t\ttype filter hook ingress device \
+                 \"eth0\" priority 0; policy accept;\n\t}\n}\n",
+            )
+            .unwrap();
+            assert!(nft_out(&["list", "table", "netdev", "rvsdtest"]).contains("junk"));
+            let mut table = NftTable::install("rvsdtest", &devs, &claims).unwrap();
+            let listing = nft_out(&["list", "table", "netdev", "rvsdtest"]);
+            assert!(!listing.contains("junk"), "stale table kept: {listing}");
+            assert!(listing.contains("chain ingress"));
+
+            let bind = |a: &str| {
+                let s = UdpSocket::bind(a.parse::<SocketAddr>().unwrap()).unwrap();
+                s.set_read_timeout(Some(DEADLINE)).unwrap();
+                s
+            };
+            let claimed4 = bind("192.0.2.10:5000");
+            let open4 = bind("192.0.2.10:5001");
+            let claimed6 = bind("[2001:db8::10]:5000");
+            let open6 = bind("[2001:db8::10]:5001");
+            let (_tx, mut tap) = link_channel(&link.a_dev, 65536);
+
+            let send = |payloads: &[(&str, &str)]| {
+                in_netns(&cli_ns, || {
+                    pin_cpu0();
+                    let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    let s6 = UdpSocket::bind("[::]:0").unwrap();
+                    for (to, what) in payloads {
+                        let to: SocketAddr = to.parse().unwrap();
+                        let s = if to.is_ipv4() { &s4 } else { &s6 };
+                        s.send_to(what.as_bytes(), to).unwrap();
+                    }
+                });
+            };
+            // The claimed datagram goes first; the unclaimed one behind it arrives, so the
+            // first would have too (same socket, same CPU, in order).
+            send(&[
+                ("192.0.2.10:5000", "claimed-v4"),
+                ("192.0.2.10:5001", "open-v4"),
+                ("[2001:db8::10]:5000", "claimed-v6"),
+                ("[2001:db8::10]:5001", "open-v6"),
+            ]);
+            let mut buf = [0u8; 64];
+            let n = open4.recv(&mut buf).expect("unclaimed v4 port (ARP works)");
+            assert_eq!(&buf[..n], b"open-v4");
+            let n = open6.recv(&mut buf).expect("unclaimed v6 port (NDP works)");
+            assert_eq!(&buf[..n], b"open-v6");
+            for s in [&claimed4, &claimed6] {
+                s.set_nonblocking(true).unwrap();
+                let e = s
+                    .recv(&mut buf)
+                    .expect_err("a claimed datagram reached the host");
+                assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+            }
+            let (mut saw4, mut saw6) = (false, false);
+            let tapped = read_until(&mut *tap, |f| {
+                let w = |p: &[u8]| f.windows(p.len()).any(|x| x == p);
+                saw4 |= w(b"claimed-v4");
+                saw6 |= w(b"claimed-v6");
+                saw4 && saw6
+            });
+            assert!(tapped, "the tap did not see the claimed datagrams");
+
+            // Echo requests: to the VIP (claimed: no answer), then to the host's own
+            // address (answered). The VIP's answer would have come first.
+            in_netns(&cli_ns, || {
+                pin_cpu0();
+                let fd = socket(
+                    AddressFamily::Inet,
+                    SockType::Raw,
+                    SockFlag::empty(),
+                    SockProtocol::Icmp,
+                )
+                .unwrap();
+                setsockopt(&fd, ReceiveTimeout, &TimeVal::new(0, 200_000)).unwrap();
+                for (i, to) in ["192.0.2.10:0", "192.0.2.1:0"].iter().enumerate() {
+                    let a = SockaddrIn::from(to.parse::<std::net::SocketAddrV4>().unwrap());
+                    sendto(
+                        fd.as_raw_fd(),
+                        &echo_request(i as u16),
+                        &a,
+                        MsgFlags::empty(),
+                    )
+                    .unwrap();
+                }
+                let end = Instant::now() + DEADLINE;
+                let mut replies = Vec::new();
+                while Instant::now() < end && !replies.contains(&v4("192.0.2.1")) {
+                    let mut b = [0u8; 1500];
+                    if let Ok((n, _)) = recvfrom::<SockaddrIn>(fd.as_raw_fd(), &mut b) {
+                        let ihl = usize::from(b[0] & 0x0f) * 4;
+                        if n > ihl && b[ihl] == 0 {
+                            replies.push(<[u8; 4]>::try_from(&b[12..16]).unwrap());
+                        }
+                    }
+                }
+                assert!(
+                    replies.contains(&v4("192.0.2.1")),
+                    "no echo reply from the host"
+                );
+                assert!(
+                    !replies.contains(&v4(VIP)),
+                    "the VIP's echo request was not claimed"
+                );
+            });
+
+            // Nothing claimed any more: the same datagram is delivered.
+            table.update(&Claims::new()).unwrap();
+            claimed4.set_nonblocking(false).unwrap();
+            send(&[("192.0.2.10:5000", "after-update")]);
+            let n = claimed4.recv(&mut buf).expect("delivered after update");
+            assert_eq!(&buf[..n], b"after-update");
+
+            table.remove().unwrap();
+            assert!(!tables().contains("rvsdtest"), "table left: {}", tables());
+        });
+        lab.close().unwrap();
     }
 
     const GOLDEN: &str = r#"# rvsd: what the director claims from the host stack (generated)
