@@ -670,3 +670,181 @@ pub(crate) fn local_addrs() -> Result<Vec<IpAddr>, HostError> {
     v4.extend(v6);
     Ok(v4)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::testns::{in_netns, lab_or_skip};
+    use rvs_lab::{IpNet, LinkOpts};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn garbage_from_the_kernel_is_skipped() {
+        let mut n = 0;
+        let mut buf = vec![0u8; 64];
+        // A header claiming more than the datagram holds, then zero-length nonsense.
+        buf[..4].copy_from_slice(&1000u32.to_ne_bytes());
+        each_message(&buf, |_| n += 1);
+        buf[..4].copy_from_slice(&0u32.to_ne_bytes());
+        each_message(&buf, |_| n += 1);
+        for len in 0..buf.len() {
+            each_message(&buf[..len], |_| n += 1);
+        }
+        let mut x = 0x1234_5678u32;
+        for _ in 0..2000 {
+            let v: Vec<u8> = (0..96)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            each_message(&v, |_| n += 1);
+        }
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn hops_from_route_messages() {
+        let mut r = RouteMessage::default();
+        r.header.kind = RouteType::Unicast;
+        r.attributes.push(RouteAttribute::Oif(7));
+        assert_eq!(
+            hop_of(&r, ip("192.0.2.9")),
+            Some(Hop {
+                ifindex: 7,
+                via: ip("192.0.2.9")
+            })
+        );
+        r.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(
+                "192.0.2.1".parse().unwrap(),
+            )));
+        assert_eq!(
+            hop_of(&r, ip("198.51.100.9")).map(|h| h.via),
+            Some(ip("192.0.2.1"))
+        );
+        r.attributes.push(RouteAttribute::Via(RouteVia::Inet6(
+            "fe80::1".parse().unwrap(),
+        )));
+        assert_eq!(
+            hop_of(&r, ip("198.51.100.9")).map(|h| h.via),
+            Some(ip("fe80::1"))
+        );
+        r.header.kind = RouteType::Local;
+        assert_eq!(hop_of(&r, ip("192.0.2.9")), None);
+        let mut no_oif = RouteMessage::default();
+        no_oif.header.kind = RouteType::Unicast;
+        assert_eq!(hop_of(&no_oif, ip("192.0.2.9")), None);
+    }
+
+    /// Polls `resolve` (draining events between tries) until it stops being pending or the
+    /// generous deadline passes.
+    fn settle(r: &mut Resolver, a: IpAddr) -> Resolution {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            r.poll_events();
+            let res = r.resolve(a, Instant::now());
+            if res != Resolution::Pending || Instant::now() > end {
+                return res;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn resolves_next_hops_from_the_kernel() {
+        let Some(lab) = lab_or_skip("resolves_next_hops_from_the_kernel") else {
+            return;
+        };
+        let dir = lab.host("dir").unwrap();
+        let peer = lab.host("peer").unwrap();
+        let link = lab
+            .link(
+                dir,
+                peer,
+                &LinkOpts {
+                    addrs_a: vec![net("192.0.2.1/24"), net("2001:db8::1/64")],
+                    addrs_b: vec![net("192.0.2.2/24"), net("2001:db8::2/64")],
+                    ..LinkOpts::default()
+                },
+            )
+            .unwrap();
+        let dev = link.a_dev.clone();
+        lab.route(dir, net("198.51.100.0/24"), ip("192.0.2.2"))
+            .unwrap();
+        lab.route(dir, net("2001:db8:5::/64"), ip("2001:db8::2"))
+            .unwrap();
+        let (dir_ns, peer_ns) = (lab.netns_name(dir).unwrap(), lab.netns_name(peer).unwrap());
+        let peer_if = in_netns(&peer_ns, || interface_info(&link.b_dev).unwrap());
+
+        in_netns(&dir_ns, || {
+            let me = interface_info(&dev).unwrap();
+            assert_eq!(me.mtu, 1500);
+            assert_ne!(me.mac, [0; 6]);
+            assert_ne!(me.ifindex, 0);
+            assert!(matches!(
+                interface_info("nope0"),
+                Err(HostError::NoSuchInterface(_))
+            ));
+            let addrs = local_addrs().unwrap();
+            assert!(addrs.contains(&ip("192.0.2.1")), "{addrs:?}");
+            assert!(addrs.contains(&ip("2001:db8::1")), "{addrs:?}");
+            assert!(addrs.iter().all(|a| !a.is_loopback()), "{addrs:?}");
+
+            let ready = Resolution::Ready {
+                ifindex: me.ifindex,
+                dst_mac: peer_if.mac,
+            };
+            let mut r = Resolver::new().unwrap();
+            for (onlink, via_gw) in [
+                ("192.0.2.2", "198.51.100.7"),
+                ("2001:db8::2", "2001:db8:5::9"),
+            ] {
+                // Not in the neighbour table yet: the kernel resolves it on our request.
+                assert_eq!(r.resolve(ip(onlink), Instant::now()), Resolution::Pending);
+                assert_eq!(settle(&mut r, ip(onlink)), ready, "{onlink}");
+                // Through the gateway: the gateway's MAC.
+                assert_eq!(settle(&mut r, ip(via_gw)), ready, "{via_gw}");
+                // The cached answer, without asking the kernel.
+                assert_eq!(r.resolve(ip(via_gw), Instant::now()), ready);
+            }
+            for unreachable in ["203.0.113.9", "2001:db8:77::1", "192.0.2.1", "224.0.0.5"] {
+                assert_eq!(
+                    r.resolve(ip(unreachable), Instant::now()),
+                    Resolution::Unreachable,
+                    "{unreachable}"
+                );
+            }
+            // On-link but nobody answers: pending, then the kernel gives up (after its
+            // probes: 3 s with the defaults).
+            let silent = [ip("192.0.2.77"), ip("2001:db8::77")];
+            for a in silent {
+                assert_eq!(r.resolve(a, Instant::now()), Resolution::Pending);
+            }
+            for a in silent {
+                assert_eq!(settle(&mut r, a), Resolution::Unreachable, "{a}");
+            }
+            // A route change is announced: the cached hop is forgotten before its time.
+            let now = Instant::now();
+            assert_eq!(r.resolve(ip("198.51.100.7"), now), ready);
+            let out = std::process::Command::new("ip")
+                .args(["route", "del", "198.51.100.0/24"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let mut fds = [PollFd::new(r.event_fd(), PollFlags::POLLIN)];
+            assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)).unwrap(), 1);
+            r.poll_events();
+            assert_eq!(r.resolve(ip("198.51.100.7"), now), Resolution::Unreachable);
+        });
+        lab.close().unwrap();
+    }
+}
