@@ -49,6 +49,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most cached routes; the cache is emptied when it would grow beyond (clients are many).
 const MAX_ROUTES: usize = 65_536;
 
+/// Most notification datagrams one [`Resolver::poll_events`] call reads, so a storm of changes
+/// cannot hold a worker; the rest wait for the next call (the fd stays readable).
+const EVENT_BATCH: usize = 256;
+
 /// Receive buffer: larger than any datagram the kernel sends on a route socket.
 const RECV_BUF: usize = 64 * 1024;
 
@@ -341,11 +345,11 @@ impl Resolver {
         }
     }
 
-    /// Drains the change notifications without blocking and forgets what they invalidate:
+    /// Reads the change notifications without blocking and forgets what they invalidate:
     /// a neighbour change that neighbour, a route, address or link change every route (and a
     /// link change every neighbour). A lost notification (the socket overflowed) forgets all.
     pub(crate) fn poll_events(&mut self) {
-        loop {
+        for _ in 0..EVENT_BATCH {
             self.event_buf.clear();
             match self
                 .events
