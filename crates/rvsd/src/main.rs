@@ -2,6 +2,7 @@
 //! operator's debugging tool) and `inspect` (captures through the packet layer, summarised per
 //! protocol); running on live interfaces arrives with the daemon issue.
 
+mod host;
 mod inspect;
 mod replay;
 
