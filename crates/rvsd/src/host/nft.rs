@@ -103,7 +103,7 @@ impl Claims {
     }
 
     /// The claims of a director: every service (protocol, VIP, port; port 0 = every port) and
-    /// every live NAT dest (protocol, address, port).
+    /// every NAT dest, live or in the trash (protocol, address, port).
     pub(crate) fn from_director(d: &Director) -> Claims {
         let mut c = Claims::new();
         for svc in d.services() {
@@ -114,6 +114,14 @@ impl Claims {
                 if dv.dest.fwd == FwdMethod::Masq {
                     c.add_nat_dest(proto, dv.dest.addr, dv.dest.port);
                 }
+            }
+        }
+        // A deleted NAT dest's connections live on until they time out (or the dest comes
+        // back): its replies must still be claimed, else the host would forward them to the
+        // client un-translated and the client's RST would kill the dest's connection.
+        for (protocol, dest) in d.trashed_dests() {
+            if dest.fwd == FwdMethod::Masq {
+                c.add_nat_dest(protocol.number(), dest.addr, dest.port);
             }
         }
         c
