@@ -172,9 +172,9 @@ const LAN_PREFIX: (u8, u8) = (24, 64);
 pub struct DirectorLabOpts {
     /// How the dests are set up.
     pub mode: Mode,
-    /// MTU of link AB, both ends (default 1500; 1280 for path-MTU scenarios).
+    /// MTU of link AB, both ends (default 1500; 1280 for path-MTU scenarios; 1280..=65535).
     pub ab_mtu: u32,
-    /// MTU of every LAN interface and the bridge (default 1500).
+    /// MTU of every LAN interface and the bridge (default 1500; 1280..=65535).
     pub lan_mtu: u32,
     /// Whether the VIP is configured on the director's `lo` (default `true`); `false` builds a
     /// VIP-less director, to which router-b merely routes the VIP.
@@ -276,9 +276,18 @@ impl DirectorLab {
     /// Builds the topology with `opts`, starts the servers (and, in TUN mode, the
     /// decapsulators), and returns once every address is usable.
     ///
-    /// Fails with [`LabError::NotRoot`] or [`LabError::ToolMissing`] where no lab can be built
-    /// (tests skip on those, see [`crate::or_skip`]).
+    /// Fails with [`LabError::InvalidOptions`] for MTUs outside 1280..=65535 (checked first,
+    /// before anything is created), and with [`LabError::NotRoot`] or
+    /// [`LabError::ToolMissing`] where no lab can be built (tests skip on those, see
+    /// [`crate::or_skip`]).
     pub fn new(opts: DirectorLabOpts) -> Result<Self> {
+        for (what, mtu) in [("ab_mtu", opts.ab_mtu), ("lan_mtu", opts.lan_mtu)] {
+            if !(1280..=65535).contains(&mtu) {
+                return Err(LabError::InvalidOptions(format!(
+                    "{what} {mtu} is outside 1280..=65535 (IPv6 needs at least 1280)"
+                )));
+            }
+        }
         let lab = Lab::new()?;
         let a = Addrs::STANDARD;
         let hosts = Hosts {
@@ -709,4 +718,58 @@ fn dest_setup(lab: &Lab, h: HostId, dev: &str, mode: Mode) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::is_documentation_addr;
+
+    #[test]
+    fn mtus_are_checked_before_anything_is_built() {
+        for (ab, lan) in [(1279, 1500), (1500, 1000), (1500, 65536), (0, 0)] {
+            let r = DirectorLab::new(DirectorLabOpts {
+                ab_mtu: ab,
+                lan_mtu: lan,
+                ..DirectorLabOpts::default()
+            });
+            assert!(matches!(r, Err(LabError::InvalidOptions(_))), "{ab} {lan}");
+        }
+    }
+
+    #[test]
+    fn standard_addresses() {
+        let a = Addrs::STANDARD;
+        let all = [
+            a.client,
+            a.router_a_client,
+            a.router_a_ab,
+            a.router_b_ab,
+            a.router_b_lan,
+            a.director,
+            a.dests[0],
+            a.dests[1],
+            a.dests[2],
+            a.vip,
+        ];
+        for d in all {
+            for ip in d.both() {
+                assert!(is_documentation_addr(ip), "{ip}");
+            }
+        }
+        assert_eq!(a.vip.get(Family::V4).to_string(), "203.0.113.10");
+        assert_eq!(a.vip.get(Family::V6).to_string(), "2001:db8:203::10");
+        assert_eq!(a.dests[2].v6.to_string(), "2001:db8:100::13");
+        assert_eq!(a.router_b_ab.both()[0].to_string(), "192.0.2.18");
+        // The VIP is outside the LAN prefix; the client and AB /28s do not overlap.
+        let lan = net(a.director.v4.into(), LAN_PREFIX).unwrap().network();
+        assert_ne!(net(a.vip.v4.into(), LAN_PREFIX).unwrap().network(), lan);
+        let c = net(a.client.v4.into(), CLIENT_PREFIX).unwrap().network();
+        let ab = net(a.router_a_ab.v4.into(), AB_PREFIX).unwrap().network();
+        assert_ne!(c, ab);
+        assert_eq!(
+            net(a.router_b_ab.v4.into(), AB_PREFIX).unwrap().network(),
+            ab
+        );
+    }
 }
