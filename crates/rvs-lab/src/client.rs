@@ -107,11 +107,13 @@ fn classify(e: io::Error, phase: Phase, limit: Duration) -> ClientError {
         (K::WouldBlock | K::TimedOut, Phase::Transfer(_)) => ClientError::Stalled { progress },
         (K::UnexpectedEof, Phase::Transfer(_)) => ClientError::Closed { progress },
         _ => match e.raw_os_error() {
-            // EMSGSIZE and EPROTO-like ICMP results surface as "other": report them as
-            // unreachable, which is what the ICMP said.
-            Some(nix::libc::EHOSTDOWN | nix::libc::ENONET | nix::libc::EPROTO) => {
-                ClientError::Unreachable(e)
-            }
+            // Other ICMP-reported errors (host down, protocol unreachable, ...).
+            Some(
+                nix::libc::EHOSTDOWN
+                | nix::libc::ENONET
+                | nix::libc::EPROTO
+                | nix::libc::ENOPROTOOPT,
+            ) => ClientError::Unreachable(e),
             _ => ClientError::Io(e),
         },
     }

@@ -11,7 +11,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use etherparse::PacketBuilder;
+use etherparse::icmpv4::DestUnreachableHeader;
+use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
 use rvs_lab::{
     ClientError, Decap, DirectorLab, DirectorLabOpts, Family, HostId, Mode, Netns, or_skip,
 };
@@ -162,27 +163,29 @@ fn nat_dests_route_through_the_director() {
     lab.close().unwrap();
 }
 
-/// Sends a datagram from router-b to `vip` as if it were on the LAN, waits a while and returns
-/// router-b's neighbour entry for it.
+/// Sends a datagram from router-b to `vip` as if it were on the LAN and returns router-b's
+/// neighbour entry for it once resolution has ended: with a link-layer address (someone
+/// answered) or `FAILED` (the kernel gave up after its probes, 100 ms apart here).
 fn probe_neighbour(lab: &DirectorLab, vip: IpAddr) -> String {
     let h = lab.hosts();
-    let br = &lab.ifaces().router_b_bridge;
-    let host = if vip.is_ipv6() { "/128" } else { "/32" };
-    let dst = format!("{vip}{host}");
-    let fam = if vip.is_ipv6() { "-6" } else { "-4" };
+    let br = lab.ifaces().router_b_bridge.as_str();
+    let (fam, len, proto) = if vip.is_ipv6() {
+        ("-6", 128, "ipv6")
+    } else {
+        ("-4", 32, "ipv4")
+    };
+    let (vip_s, dst) = (vip.to_string(), format!("{vip}/{len}"));
+    lab.lab()
+        .sysctl(
+            h.router_b,
+            &format!("net.{proto}.neigh.{br}.retrans_time_ms"),
+            "100",
+        )
+        .unwrap();
     exec(
         lab,
         h.router_b,
-        &[
-            "ip",
-            fam,
-            "neigh",
-            "flush",
-            "to",
-            &vip.to_string(),
-            "dev",
-            br,
-        ],
+        &["ip", fam, "neigh", "flush", "to", &vip_s, "dev", br],
     );
     exec(
         lab,
@@ -190,30 +193,17 @@ fn probe_neighbour(lab: &DirectorLab, vip: IpAddr) -> String {
         &["ip", "route", "replace", &dst, "dev", br],
     );
     let rb = lab.client_on(h.router_b).unwrap();
-    // No answer is expected (nobody serves port 9 there); the datagram triggers resolution.
-    let _ = rb.udp_request(vip, 9, b"who has the vip", Duration::from_millis(300));
+    // Nobody serves port 9: the datagram only triggers resolution, its answer does not matter.
+    let _ = rb.udp_request(vip, 9, b"who has the vip", Duration::from_millis(10));
     let mut entry = String::new();
-    let deadline = Instant::now() + Duration::from_millis(1500);
-    while Instant::now() < deadline {
+    eventually("neighbour resolution ends", || {
         entry = exec(
             lab,
             h.router_b,
-            &[
-                "ip",
-                fam,
-                "neigh",
-                "show",
-                "to",
-                &vip.to_string(),
-                "dev",
-                br,
-            ],
+            &["ip", fam, "neigh", "show", "to", &vip_s, "dev", br],
         );
-        if entry.contains("lladdr") {
-            break;
-        }
-        sleep(Duration::from_millis(50));
-    }
+        entry.contains("lladdr") || entry.contains("FAILED")
+    });
     let via = lab.addrs().director.get(if vip.is_ipv6() {
         Family::V6
     } else {
@@ -273,7 +263,7 @@ fn dr_dests_keep_quiet_about_the_vip() {
     for vip in a.vip.both() {
         let entry = probe_neighbour(&lab, vip);
         assert!(
-            !entry.contains("lladdr"),
+            entry.contains("FAILED") && !entry.contains("lladdr"),
             "someone answered for {vip}: {entry}"
         );
     }
@@ -524,6 +514,41 @@ fn tun_dests_decapsulate_ip_in_ip() {
         "router-b answers IPv6-in-IPv6 with a parameter problem",
         || counter(&lab, h.router_b, "Icmp6OutParmProblems") > parmprob_b,
     );
+    // ICMP errors about the dest's own packets (sourced from the VIP) travel encapsulated too,
+    // and reach the dest's kernel.
+    let in4 = counter(&lab, h.dests[0], "Icmp:InDestUnreachs");
+    let in6 = counter(&lab, h.dests[0], "Icmp6InPktTooBigs");
+    let quote4 = inner_udp(
+        SocketAddr::new(a.vip.v4.into(), 7),
+        SocketAddr::new(a.client.v4.into(), 40000),
+        &[0; 1400],
+    );
+    let mut err4 = Vec::new();
+    PacketBuilder::ipv4(a.router_b_lan.v4.octets(), a.vip.v4.octets(), 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ))
+        .write(&mut err4, &quote4[..28])
+        .unwrap();
+    send_tunnelled(&lab, h.director, a.dests[0].v4.into(), &err4);
+    let quote6 = inner_udp(
+        SocketAddr::new(a.vip.v6.into(), 7),
+        SocketAddr::new(a.client.v6.into(), 40000),
+        &[0; 1400],
+    );
+    let mut err6 = Vec::new();
+    PacketBuilder::ipv6(a.router_b_lan.v6.octets(), a.vip.v6.octets(), 64)
+        .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut err6, &quote6[..1232])
+        .unwrap();
+    send_tunnelled(&lab, h.director, a.dests[0].v6.into(), &err6);
+    eventually("dest1's kernel received the frag-needed", || {
+        counter(&lab, h.dests[0], "Icmp:InDestUnreachs") > in4
+    });
+    eventually("dest1's kernel received the packet-too-big", || {
+        counter(&lab, h.dests[0], "Icmp6InPktTooBigs") > in6
+    });
+
     // Every dest runs its own decapsulator.
     for i in 1..3 {
         assert!(matches!(lab.decap(i), Some(Decap::User(d)) if d.is_running()));
