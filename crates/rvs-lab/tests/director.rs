@@ -554,3 +554,80 @@ fn tun_dests_decapsulate_ip_in_ip() {
         assert!(matches!(lab.decap(i), Some(Decap::User(d)) if d.is_running()));
     }
 }
+
+/// Applies an nftables ruleset (one `nft` command per line) inside `host`.
+fn nft(lab: &DirectorLab, host: HostId, rules: &[&str]) {
+    for r in rules {
+        exec(lab, host, &["nft", r]);
+    }
+}
+
+#[test]
+fn client_errors_as_the_application_sees_them() {
+    let Some(lab) = build(opts(Mode::Dr)) else {
+        return;
+    };
+    let h = *lab.hosts();
+    let a = lab.addrs();
+    let client = lab.client().unwrap();
+    let short = Duration::from_millis(500);
+    for f in Family::ALL {
+        nft(
+            &lab,
+            h.dests[0],
+            &[
+                "add table inet t",
+                "add chain inet t in { type filter hook input priority 0 ; }",
+            ],
+        );
+        // A long-lived connection that the server side resets between two messages.
+        let mut s = client.tcp_connect(a.dests[0].get(f), 7, T).unwrap();
+        s.echo(b"before", T).unwrap();
+        nft(
+            &lab,
+            h.dests[0],
+            &["add rule inet t in tcp dport 7 reject with tcp reset"],
+        );
+        let err = s.echo(b"after", T).unwrap_err();
+        assert!(matches!(err, ClientError::Reset { .. }), "{f:?}: {err}");
+        // SYNs dropped: the connect times out.
+        nft(&lab, h.dests[0], &["add rule inet t in tcp dport 80 drop"]);
+        let err = client
+            .http_get(a.dests[0].get(f), 80, "/", short)
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::ConnectTimeout(_)),
+            "{f:?}: {err}"
+        );
+        // An ICMP host unreachable in answer to the SYN.
+        nft(
+            &lab,
+            h.dests[0],
+            &["add rule inet t in tcp dport 81 reject with icmpx type host-unreachable"],
+        );
+        let err = client.http_get(a.dests[0].get(f), 81, "/", T).unwrap_err();
+        assert!(matches!(err, ClientError::Unreachable(_)), "{f:?}: {err}");
+        nft(&lab, h.dests[0], &["delete table inet t"]);
+
+        // Everything after the handshake lost on the way to the client: the transfer stalls.
+        nft(
+            &lab,
+            h.client,
+            &[
+                "add table inet t",
+                "add chain inet t in { type filter hook input priority 0 ; }",
+                "add rule inet t in tcp sport 80 tcp flags & syn == 0 drop",
+            ],
+        );
+        let err = client
+            .download(a.dests[1].get(f), 80, 1 << 20, short)
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Stalled { progress: 0 }),
+            "{f:?}: {err}"
+        );
+        nft(&lab, h.client, &["delete table inet t"]);
+        // And with the path clear again, the same download completes.
+        client.download(a.dests[1].get(f), 80, 1 << 20, T).unwrap();
+    }
+}
