@@ -12,7 +12,9 @@
 //! (IPv4) or "unrecognized next header" (IPv6), as it would with no handler at all.
 //!
 //! The TUN device needs `rp_filter=0` (the inner source is a client reached through another
-//! interface) and IPv6 enabled; [`Decapsulator::start`] sets both. Packets are checked before
+//! interface) and IPv6 enabled; [`Decapsulator::start`] sets both, and also
+//! `net.ipv4.conf.all.rp_filter=0` of its namespace, since the kernel applies the larger of the
+//! `all` and the device value. Packets are checked before
 //! they are written: a malformed outer or inner header, or an inner packet of another IP
 //! version than the tunnel carries, is dropped and counted; nothing panics.
 
