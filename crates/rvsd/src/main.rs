@@ -3,6 +3,7 @@
 //! protocol); running on live interfaces arrives with the daemon issue.
 
 mod inspect;
+mod io;
 mod replay;
 
 use std::path::PathBuf;
