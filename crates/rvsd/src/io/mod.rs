@@ -165,12 +165,24 @@ fn setsockopt<T: Copy>(
 
 #[cfg(test)]
 pub(crate) mod testns {
-    //! Running test code inside a lab host: a thread that joins the host's network namespace.
+    //! Running test code inside lab hosts: threads that join a host's network namespace.
 
     use std::fs::File;
 
     use nix::sched::{CloneFlags, setns};
-    use rvs_lab::{Lab, LabError};
+    use rvs_lab::{HostId, Lab, LabError, LinkOpts};
+
+    /// Two hosts `a` and `b` joined by one veth pair, each end with an IPv4 and an IPv6
+    /// address (`192.0.2.1`/`2001:db8::1` on `a`, `.2`/`::2` on `b`).
+    pub(crate) struct Pair {
+        pub(crate) lab: Lab,
+        pub(crate) a: HostId,
+        pub(crate) b: HostId,
+        pub(crate) ns_a: String,
+        pub(crate) ns_b: String,
+        pub(crate) a_dev: String,
+        pub(crate) b_dev: String,
+    }
 
     /// A lab, or `None` after printing a loud skip notice when the test cannot run (no root,
     /// no `ip`). Under `RVS_E2E=1` a skip is a failure.
@@ -188,13 +200,47 @@ pub(crate) mod testns {
         }
     }
 
-    /// Runs `f` on a thread that has joined network namespace `netns` (a name under
-    /// `/run/netns`); a panic in `f` is propagated.
+    /// The two-host topology of [`Pair`], or `None` (skipped, see [`lab_or_skip`]).
+    pub(crate) fn pair(test: &str) -> Option<Pair> {
+        let lab = lab_or_skip(test)?;
+        let a = lab.host("a").expect("host a");
+        let b = lab.host("b").expect("host b");
+        let net = |s: &str| s.parse().expect("address");
+        let link = lab
+            .link(
+                a,
+                b,
+                &LinkOpts {
+                    addrs_a: vec![net("192.0.2.1/24"), net("2001:db8::1/64")],
+                    addrs_b: vec![net("192.0.2.2/24"), net("2001:db8::2/64")],
+                    ..LinkOpts::default()
+                },
+            )
+            .expect("link");
+        Some(Pair {
+            ns_a: lab.netns_name(a).expect("netns"),
+            ns_b: lab.netns_name(b).expect("netns"),
+            a_dev: link.a_dev,
+            b_dev: link.b_dev,
+            lab,
+            a,
+            b,
+        })
+    }
+
+    /// Moves the calling thread into network namespace `netns` (a name under `/run/netns`).
+    /// Call it only on threads the test spawned.
+    pub(crate) fn enter(netns: &str) {
+        let ns = File::open(format!("/run/netns/{netns}")).expect("open netns");
+        setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
+    }
+
+    /// Runs `f` on a thread that has joined network namespace `netns`; a panic in `f` is
+    /// propagated.
     pub(crate) fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
-                let ns = File::open(format!("/run/netns/{netns}")).expect("open netns");
-                setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
+                enter(netns);
                 f()
             })
             .join()

@@ -471,7 +471,7 @@ pub(crate) fn insert_vlan(frame: &[u8], tpid: u16, tci: u16, out: &mut Vec<u8>) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
@@ -552,15 +552,16 @@ mod tests {
         g
     }
 
-    struct Seg {
-        seq: u32,
-        flags: u8,
-        ip_id: Option<u16>,
-        payload: Vec<u8>,
+    /// What [`check_wire`] found in a frame.
+    pub(crate) struct Seg {
+        pub(crate) seq: u32,
+        pub(crate) flags: u8,
+        pub(crate) ip_id: Option<u16>,
+        pub(crate) payload: Vec<u8>,
     }
 
     /// Parses a wire frame with etherparse and checks every length and checksum independently.
-    fn check_wire(f: &[u8]) -> Seg {
+    pub(crate) fn check_wire(f: &[u8]) -> Seg {
         let p = SlicedPacket::from_ethernet(f).expect("etherparse parses the segment");
         let (src, dst, ip_id): (Vec<u8>, Vec<u8>, Option<u16>) = match p.net.as_ref().unwrap() {
             NetSlice::Ipv4(ip) => {
@@ -594,6 +595,8 @@ mod tests {
                 assert_eq!(t.checksum(), want.unwrap(), "TCP checksum");
                 let hdr = t.to_header();
                 let flags = u8::from(hdr.fin)
+                    | u8::from(hdr.syn) << 1
+                    | u8::from(hdr.rst) << 2
                     | u8::from(hdr.psh) << 3
                     | u8::from(hdr.ack) << 4
                     | u8::from(hdr.cwr) << 7;

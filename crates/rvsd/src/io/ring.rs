@@ -53,9 +53,12 @@ pub(crate) struct RingOpts {
     /// 16384 (jumbo frames fit).
     pub(crate) tx_frame_size: u32,
     /// `PACKET_FANOUT_HASH` group to join: every socket of one interface that shares the id
-    /// gets a share of its flows (the kernel's flow hash: both directions and all fragments of
-    /// a flow land on one socket). Ids are per network namespace and a group is tied to one
-    /// interface, so each interface needs its own id. `None`: no fanout.
+    /// gets a share of its traffic by flow hash (the NIC's RSS hash when the driver supplies
+    /// one, else the kernel's symmetric hash of addresses, protocol and ports; IP fragments
+    /// hash on addresses only, so they may land on another socket than the flow's unfragmented
+    /// packets, and ICMP errors hash on their outer addresses). Ids are per network namespace
+    /// and a group is tied to one interface, so each interface needs its own id. `None`: no
+    /// fanout.
     pub(crate) fanout_group: Option<u16>,
 }
 
@@ -239,8 +242,8 @@ impl Ring {
     /// The start of frame `i` (`i < frame_nr`).
     fn frame(&self, i: usize) -> *mut u8 {
         debug_assert!(i < self.geo.frame_nr());
-        // SAFETY: `offset(i)` of a frame index below `frame_nr` lies inside the mapping.
-        unsafe { self.map.ptr.as_ptr().add(self.geo.offset(i)) }
+        // Callers pass `head`, always below `frame_nr`, so the offset lies inside the mapping.
+        self.map.ptr.as_ptr().wrapping_add(self.geo.offset(i))
     }
 
     /// The `tp_status` word of frame `i`, shared with the kernel.
@@ -660,6 +663,437 @@ fn attach_drop_all(fd: BorrowedFd<'_>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::offload::tests::check_wire;
+    use crate::io::testns::{Pair, enter, in_netns, pair};
+    use crate::io::wait_readable;
+    use std::collections::{BTreeMap, HashSet};
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::sync::{Barrier, Mutex};
+    use std::time::{Duration, Instant};
+
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+    /// Hang guard for the root tests (not a performance threshold).
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    /// (is TCP, source port, destination port) of an untagged TCP/UDP frame.
+    fn ports(f: &[u8]) -> Option<(bool, u16, u16)> {
+        let p = SlicedPacket::from_ethernet(f).ok()?;
+        match p.transport? {
+            TransportSlice::Tcp(t) => Some((true, t.source_port(), t.destination_port())),
+            TransportSlice::Udp(u) => Some((false, u.source_port(), u.destination_port())),
+            _ => None,
+        }
+    }
+
+    fn addr(v6: bool, host: u8, port: u16) -> SocketAddr {
+        if v6 {
+            SocketAddr::new(format!("2001:db8::{host}").parse().unwrap(), port)
+        } else {
+            SocketAddr::new(format!("192.0.2.{host}").parse().unwrap(), port)
+        }
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    /// What the RX side of a TCP transfer saw.
+    #[derive(Default)]
+    struct Seen {
+        isn: Option<u32>,
+        chunks: BTreeMap<u32, Vec<u8>>,
+        gso_frames: usize,
+        partial_frames: usize,
+        segments: usize,
+    }
+
+    /// A real TCP transfer from `a` to `b` (1 MiB, TSO on veth): the ring on `b` must show
+    /// super-packets and partial checksums, whose finished frames are valid, MTU-sized, and
+    /// carry exactly the bytes sent.
+    fn tcp_transfer(p: &Pair, v6: bool) {
+        let port = if v6 { 5006 } else { 5004 };
+        let data = pattern(1 << 20);
+        let ready = Barrier::new(2);
+        let (seen, stats) = std::thread::scope(|s| {
+            let receiver = s.spawn(|| {
+                enter(&p.ns_b);
+                let mut ps = PacketSocket::open(&p.b_dev, &RingOpts::default()).unwrap();
+                assert!(
+                    ps.has_vnet_hdr(),
+                    "PACKET_VNET_HDR with TPACKET_V2 on this kernel"
+                );
+                let listener = TcpListener::bind(addr(v6, 2, port)).unwrap();
+                listener.set_nonblocking(true).unwrap();
+                ready.wait();
+                let mut stream: Option<TcpStream> = None;
+                let mut received = 0usize;
+                let mut eof = false;
+                let mut seen = Seen::default();
+                let mut scratch = Vec::new();
+                let start = Instant::now();
+                loop {
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "transfer stuck: {received} bytes read"
+                    );
+                    let n = ps.recv_burst(64, |f| {
+                        let Some((true, _, dport)) = ports(f.data) else {
+                            return;
+                        };
+                        if dport != port {
+                            return;
+                        }
+                        if f.vnet.gso.is_some() {
+                            seen.gso_frames += 1;
+                            assert!(f.vnet.csum.is_some(), "super-packets come with NEEDS_CSUM");
+                        }
+                        if f.vnet.csum.is_some() {
+                            seen.partial_frames += 1;
+                        }
+                        let gso_size = f.vnet.gso.map(|g| usize::from(g.size));
+                        super::offload::finish(f.data, &f.vnet, &mut scratch, |seg| {
+                            assert!(seg.len() <= 1514, "segment of {} bytes", seg.len());
+                            let w = check_wire(seg);
+                            if let Some(mss) = gso_size {
+                                assert!(w.payload.len() <= mss);
+                            }
+                            seen.segments += 1;
+                            if w.flags & 0x02 != 0 {
+                                seen.isn = Some(w.seq);
+                            }
+                            if !w.payload.is_empty() {
+                                seen.chunks.entry(w.seq).or_insert(w.payload);
+                            }
+                        })
+                        .unwrap();
+                    });
+                    if eof && n == 0 {
+                        break;
+                    }
+                    if stream.is_none()
+                        && let Ok((st, _)) = listener.accept()
+                    {
+                        st.set_nonblocking(true).unwrap();
+                        stream = Some(st);
+                    }
+                    if let Some(st) = stream.as_mut() {
+                        let mut buf = vec![0u8; 1 << 16];
+                        loop {
+                            match st.read(&mut buf) {
+                                Ok(0) => {
+                                    eof = true;
+                                    break;
+                                }
+                                Ok(k) => received += k,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => panic!("read: {e}"),
+                            }
+                        }
+                    }
+                    if n == 0 && !eof {
+                        wait_readable(&[ps.rx_fd()], Duration::from_millis(5)).unwrap();
+                    }
+                }
+                assert_eq!(received, 1 << 20);
+                (seen, ps.stats())
+            });
+            let sender = s.spawn(|| {
+                enter(&p.ns_a);
+                ready.wait();
+                let mut c = TcpStream::connect_timeout(&addr(v6, 2, port), DEADLINE).unwrap();
+                c.set_write_timeout(Some(DEADLINE)).unwrap();
+                c.write_all(&data).unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                // Keep the socket until the receiver is done, so no RST races the FIN.
+                c
+            });
+            let r = receiver
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            drop(sender.join());
+            r
+        });
+        assert_eq!(stats.kernel_drops, 0, "{stats:?}");
+        assert_eq!(stats.rx_truncated, 0, "{stats:?}");
+        assert!(seen.gso_frames > 0, "no super-packets seen (TSO on veth)");
+        assert!(seen.partial_frames > 0, "no partial checksums seen");
+        let isn = seen.isn.expect("SYN seen");
+        let mut got = Vec::new();
+        for (seq, bytes) in &seen.chunks {
+            let off = seq.wrapping_sub(isn.wrapping_add(1)) as usize;
+            assert!(off <= got.len(), "gap before offset {off}");
+            let overlap = (got.len() - off).min(bytes.len());
+            assert_eq!(
+                &got[off..off + overlap],
+                &bytes[..overlap],
+                "retransmission differs"
+            );
+            got.extend_from_slice(&bytes[overlap..]);
+        }
+        assert!(
+            got == data,
+            "reassembled {} bytes differ from the {} sent",
+            got.len(),
+            data.len()
+        );
+        eprintln!(
+            "tcp v6={v6}: {} super-packets, {} partial-checksum frames, {} segments",
+            seen.gso_frames, seen.partial_frames, seen.segments
+        );
+    }
+
+    #[test]
+    fn rx_tcp_super_packets_segment_into_the_sent_stream() {
+        let Some(p) = pair("rx_tcp_super_packets_segment_into_the_sent_stream") else {
+            return;
+        };
+        tcp_transfer(&p, false);
+        tcp_transfer(&p, true);
+    }
+
+    /// UDP from `a` to `b`: one plain datagram (partial checksum, completed in place) and one
+    /// UDP_SEGMENT send (a USO super-packet, segmented into datagrams).
+    #[test]
+    fn rx_udp_partial_checksum_and_uso() {
+        let Some(p) = pair("rx_udp_partial_checksum_and_uso") else {
+            return;
+        };
+        for v6 in [false, true] {
+            let ready = Barrier::new(2);
+            std::thread::scope(|s| {
+                let rx = s.spawn(|| {
+                    enter(&p.ns_b);
+                    let mut ps = PacketSocket::open(&p.b_dev, &RingOpts::default()).unwrap();
+                    ready.wait();
+                    let mut scratch = Vec::new();
+                    let (mut plain, mut uso, mut datagrams) = (None, None, Vec::new());
+                    let start = Instant::now();
+                    while plain.is_none() || uso.is_none() {
+                        assert!(start.elapsed() < DEADLINE, "datagrams not seen");
+                        wait_readable(&[ps.rx_fd()], Duration::from_millis(50)).unwrap();
+                        ps.recv_burst(16, |f| {
+                            let Some((false, _, dport)) = ports(f.data) else {
+                                return;
+                            };
+                            let vnet = f.vnet;
+                            let mut outs = Vec::new();
+                            super::offload::finish(f.data, &vnet, &mut scratch, |seg| {
+                                outs.push(check_wire(seg).payload);
+                            })
+                            .unwrap();
+                            match dport {
+                                6000 => plain = Some((vnet, outs)),
+                                6001 => {
+                                    uso = Some(vnet);
+                                    datagrams = outs;
+                                }
+                                _ => {}
+                            }
+                        });
+                    }
+                    (plain.unwrap(), uso.unwrap(), datagrams)
+                });
+                let tx = s.spawn(|| {
+                    enter(&p.ns_a);
+                    ready.wait();
+                    let u = UdpSocket::bind(addr(v6, 1, 0)).unwrap();
+                    u.send_to(&pattern(999), addr(v6, 2, 6000)).unwrap();
+                    super::super::setsockopt_int(u.as_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, 1000)
+                        .unwrap();
+                    u.send_to(&pattern(10_500), addr(v6, 2, 6001)).unwrap();
+                });
+                tx.join().unwrap();
+                let ((vnet, outs), uso, datagrams) = rx.join().unwrap();
+                assert!(vnet.csum.is_some() && vnet.gso.is_none(), "{vnet:?}");
+                assert_eq!(outs, vec![pattern(999)]);
+                let g = uso.gso.expect("USO super-packet");
+                assert_eq!(
+                    (g.kind, g.size),
+                    (super::offload::GsoKind::UdpL4, 1000),
+                    "{uso:?}"
+                );
+                assert_eq!(datagrams.len(), 11);
+                assert!(datagrams[..10].iter().all(|d| d.len() == 1000));
+                assert_eq!(datagrams.concat(), pattern(10_500));
+            });
+        }
+    }
+
+    /// Frames queued on `b`'s TX ring reach a UDP socket on `a`; a ring of 8 frames is
+    /// flushed when full, a frame over the MTU does not wedge it, and every frame is either
+    /// delivered or counted as dropped.
+    #[test]
+    fn tx_frames_reach_a_kernel_socket() {
+        let Some(p) = pair("tx_frames_reach_a_kernel_socket") else {
+            return;
+        };
+        let a_mac = in_netns(&p.ns_a, || {
+            let ctl = super::super::socket(libc::AF_INET, libc::SOCK_DGRAM, 0).unwrap();
+            super::super::if_mac(ctl.as_fd(), &p.a_dev).unwrap()
+        });
+        for v6 in [false, true] {
+            let ready = Barrier::new(2);
+            let done = Mutex::new(None::<u64>);
+            std::thread::scope(|s| {
+                let sink = s.spawn(|| {
+                    enter(&p.ns_a);
+                    let u = UdpSocket::bind(addr(v6, 1, 7000)).unwrap();
+                    u.set_read_timeout(Some(Duration::from_millis(200)))
+                        .unwrap();
+                    ready.wait();
+                    let mut got = HashSet::new();
+                    let mut expected = None;
+                    let start = Instant::now();
+                    let mut buf = [0u8; 2048];
+                    loop {
+                        assert!(start.elapsed() < DEADLINE, "frames missing: {}", got.len());
+                        if let Some(n) = *done.lock().unwrap() {
+                            expected = Some(n);
+                        }
+                        if expected.is_some_and(|n| got.len() as u64 >= n) {
+                            break;
+                        }
+                        if let Ok((n, from)) = u.recv_from(&mut buf) {
+                            assert_eq!(from, addr(v6, 2, 4242));
+                            assert!(got.insert(buf[..n].to_vec()), "duplicate datagram");
+                        }
+                    }
+                    // Nothing beyond what was counted as sent.
+                    assert!(
+                        u.recv_from(&mut buf).is_err(),
+                        "more datagrams than counted"
+                    );
+                    got.len() as u64
+                });
+                let sender = s.spawn(|| {
+                    enter(&p.ns_b);
+                    ready.wait();
+                    let opts = RingOpts {
+                        rx_frames: 16,
+                        tx_frames: 8,
+                        ..RingOpts::default()
+                    };
+                    let mut ps = PacketSocket::open(&p.b_dev, &opts).unwrap();
+                    assert_eq!(ps.ring_frames().1, 8);
+                    let b_mac = ps.mac();
+                    let frame = |payload: &[u8]| {
+                        let b = PacketBuilder::ethernet2(b_mac, a_mac);
+                        let b = if v6 {
+                            let ip = |h: u8| match addr(true, h, 0).ip() {
+                                std::net::IpAddr::V6(a) => a.octets(),
+                                std::net::IpAddr::V4(_) => unreachable!(),
+                            };
+                            b.ipv6(ip(2), ip(1), 64)
+                        } else {
+                            b.ipv4([192, 0, 2, 2], [192, 0, 2, 1], 64)
+                        };
+                        let mut f = Vec::new();
+                        b.udp(4242, 7000).write(&mut f, payload).unwrap();
+                        f
+                    };
+                    // Over the 1500 MTU: the kernel skips it (PACKET_LOSS), the ring goes on.
+                    ps.send_frame(&frame(&[0xa5; 1600])).unwrap();
+                    for i in 0..99u32 {
+                        let _ = ps.send_frame(&frame(format!("frame {i}").as_bytes()));
+                    }
+                    ps.flush().unwrap();
+                    let st = ps.stats();
+                    eprintln!("tx v6={v6}: {st:?}");
+                    assert_eq!(st.tx + st.tx_dropped, 100, "{st:?}");
+                    // What reaches the sink: everything queued but the oversized frame.
+                    let delivered = st.tx - 1;
+                    assert_eq!(st.tx_errors, 0, "{st:?}");
+                    assert!(st.tx > 8, "the full ring was flushed and reused: {st:?}");
+                    // Our own transmissions are not received (PACKET_IGNORE_OUTGOING).
+                    let mut own = 0;
+                    ps.recv_burst(usize::MAX, |f| {
+                        if ports(f.data).is_some_and(|(_, sp, _)| sp == 4242) {
+                            own += 1;
+                        }
+                    });
+                    assert_eq!(own, 0);
+                    *done.lock().unwrap() = Some(delivered);
+                    delivered
+                });
+                let sent = sender
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+                let got = sink.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                assert_eq!(got, sent);
+            });
+        }
+    }
+
+    /// Two sockets in one fanout group on `b` each get a share of 64 flows, together all of
+    /// them, none twice.
+    #[test]
+    fn fanout_shares_flows() {
+        let Some(p) = pair("fanout_shares_flows") else {
+            return;
+        };
+        let ready = Barrier::new(2);
+        std::thread::scope(|s| {
+            let rx = s.spawn(|| {
+                enter(&p.ns_b);
+                let opts = RingOpts {
+                    rx_frames: 128,
+                    rx_frame_size: 2048,
+                    tx_frames: 8,
+                    fanout_group: Some(7),
+                    ..RingOpts::default()
+                };
+                let mut socks = [
+                    PacketSocket::open(&p.b_dev, &opts).unwrap(),
+                    PacketSocket::open(&p.b_dev, &opts).unwrap(),
+                ];
+                ready.wait();
+                let mut seen: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+                let start = Instant::now();
+                while seen[0].len() + seen[1].len() < 64 {
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "seen {} + {}",
+                        seen[0].len(),
+                        seen[1].len()
+                    );
+                    let fds = [socks[0].rx_fd(), socks[1].rx_fd()];
+                    wait_readable(&fds, Duration::from_millis(50)).unwrap();
+                    for (ps, seen) in socks.iter_mut().zip(seen.iter_mut()) {
+                        ps.recv_burst(64, |f| {
+                            if ports(f.data).is_some_and(|(tcp, _, dp)| !tcp && dp == 6500) {
+                                let last = f.data.len() - 1;
+                                seen.push(f.data[last]);
+                            }
+                        });
+                    }
+                }
+                seen
+            });
+            let tx = s.spawn(|| {
+                enter(&p.ns_a);
+                ready.wait();
+                for i in 0..64u8 {
+                    // A fresh socket per datagram: 64 source ports, 64 flows.
+                    let u = UdpSocket::bind(addr(false, 1, 0)).unwrap();
+                    u.send_to(&[i], addr(false, 2, 6500)).unwrap();
+                }
+            });
+            tx.join().unwrap();
+            let seen = rx.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            assert!(!seen[0].is_empty() && !seen[1].is_empty(), "{seen:?}");
+            let mut all: Vec<u8> = seen.concat();
+            all.sort_unstable();
+            assert_eq!(
+                all,
+                (0..64).collect::<Vec<u8>>(),
+                "each datagram exactly once"
+            );
+        });
+    }
 
     #[test]
     fn geometry_packs_frames_into_power_of_two_blocks() {
