@@ -5,6 +5,7 @@
 mod host;
 mod daemon;
 mod inspect;
+mod io;
 mod replay;
 
 use std::path::PathBuf;
