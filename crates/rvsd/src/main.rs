@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             init_logging();
             daemon::run(&cli.run)
         }
-        Some(Command::Inspect { captures, icmp } => inspect::run(&captures, icmp),
+        Some(Command::Inspect { captures, icmp }) => inspect::run(&captures, icmp),
         Some(Command::Replay(args)) => replay::run(&args).map(|s| {
             let mut v: Vec<_> = s.by_verdict.iter().collect();
             v.sort();
