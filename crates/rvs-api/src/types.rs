@@ -594,7 +594,7 @@ pub enum Reply {
     /// [`Request::Save`]: the rules text, one command per line.
     Rules(String),
     /// [`Request::Counters`].
-    Counters(Counters),
+    Counters(Box<Counters>),
     /// [`Request::GetSetting`].
     Settings(Vec<Setting>),
 }
@@ -825,7 +825,7 @@ mod tests {
                 udp: 300,
             })),
             Ok(Reply::Rules("-A -t 203.0.113.10:80 -s wlc\n".into())),
-            Ok(Reply::Counters(Counters {
+            Ok(Reply::Counters(Box::new(Counters {
                 rx: 1,
                 forwarded: 2,
                 generated: 3,
@@ -854,7 +854,7 @@ mod tests {
                     reassembled: 10,
                     ..Default::default()
                 },
-            })),
+            }))),
             Ok(Reply::Settings(vec![Setting {
                 name: "timeout_tcp".into(),
                 value: "900".into(),

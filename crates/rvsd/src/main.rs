@@ -2,6 +2,7 @@
 //! operator's debugging tool) and `inspect` (captures through the packet layer, summarised per
 //! protocol); running on live interfaces arrives with the daemon issue.
 
+mod control;
 mod inspect;
 mod replay;
 
@@ -38,12 +39,16 @@ enum Command {
     /// Run the dataplane over a capture with capture timestamps as the clock; write what the
     /// director would transmit, and a verdict per input packet.
     Replay(replay::ReplayArgs),
+    /// Serve only the control socket, over a dataplane attached to no interface (tests).
+    #[command(hide = true)]
+    ControlOnly(control::ControlOnlyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { captures, icmp } => inspect::run(&captures, icmp),
+        Command::ControlOnly(args) => control::run_control_only(&args),
         Command::Replay(args) => replay::run(&args).map(|s| {
             let mut v: Vec<_> = s.by_verdict.iter().collect();
             v.sort();
