@@ -643,6 +643,10 @@ pub enum ApiError {
         line: usize,
         /// What is wrong with it.
         message: String,
+        /// The line is malformed (does not parse or holds an invalid value), as opposed to
+        /// refused by the director (a service that does not exist, ...).
+        #[serde(default)]
+        syntax: bool,
     },
     /// The peer is neither root nor the daemon's user.
     #[error("Permission denied (you must be root)")]
@@ -871,6 +875,7 @@ mod tests {
             Err(ApiError::Restore {
                 line: 3,
                 message: "Service not defined".into(),
+                syntax: false,
             }),
             Err(ApiError::PermissionDenied),
             Err(ApiError::BadRequest("x".into())),

@@ -618,6 +618,7 @@ fn restore(shared: &Shared, text: &str, now: Time) -> Response {
     let rules = parse_rules(text).map_err(|e| ApiError::Restore {
         line: e.line,
         message: e.error.to_string(),
+        syntax: true,
     })?;
     let mut lines = Vec::with_capacity(rules.len());
     for (i, l) in text.lines().enumerate() {
@@ -634,6 +635,7 @@ fn restore(shared: &Shared, text: &str, now: Time) -> Response {
         r.validate().map_err(|e| ApiError::Restore {
             line: line_of(i),
             message: rule_error(e).to_string(),
+            syntax: true,
         })?;
     }
     let mut dp = shared.lock();
@@ -647,6 +649,7 @@ fn restore(shared: &Shared, text: &str, now: Time) -> Response {
         scratch.apply(r, now).map_err(|e| ApiError::Restore {
             line: line_of(i),
             message: director_error(e, ctx_of(r)).to_string(),
+            syntax: false,
         })?;
     }
     drop(scratch);
@@ -819,6 +822,9 @@ pub(crate) struct ControlOnlyArgs {
     /// A director setting NAME=VALUE (repeatable).
     #[arg(long = "set", value_parser = parse_set)]
     sets: Vec<(String, String)>,
+    /// The director's own addresses (tunnel sources), repeatable.
+    #[arg(long = "addr")]
+    addrs: Vec<std::net::IpAddr>,
     /// A capture (Ethernet frames) that goes through the dataplane once at start, so that
     /// listings show connections and statistics; what the director would transmit is discarded.
     #[arg(long)]
@@ -851,7 +857,13 @@ pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
         }
     }
     let shared = Arc::new(Shared::new(
-        Dataplane::new(director, DataplaneConfig::default()),
+        Dataplane::new(
+            director,
+            DataplaneConfig {
+                addrs: a.addrs.clone(),
+                ..DataplaneConfig::default()
+            },
+        ),
         Vec::new(),
         0,
     ));
@@ -1139,7 +1151,8 @@ mod tests {
             s.call(Request::Restore { rules: bad.into() }),
             Err(ApiError::Restore {
                 line: 3,
-                message: "Service not defined".into()
+                message: "Service not defined".into(),
+                syntax: false
             })
         );
         // Line 2 duplicates the existing service (a comment line does not count).
@@ -1148,7 +1161,8 @@ mod tests {
             s.call(Request::Restore { rules: dup.into() }),
             Err(ApiError::Restore {
                 line: 2,
-                message: "Service already exists".into()
+                message: "Service already exists".into(),
+                syntax: false
             })
         );
         // A line that does not parse.
@@ -1156,7 +1170,11 @@ mod tests {
             s.call(Request::Restore {
                 rules: "-A -t 203.0.113.40:80 -s rr\n-a -t nonsense\n".into()
             }),
-            Err(ApiError::Restore { line: 2, .. })
+            Err(ApiError::Restore {
+                line: 2,
+                syntax: true,
+                ..
+            })
         ));
         assert_eq!(saved(&s), before, "a refused restore changed nothing");
         assert_eq!(s.generation(), g);
