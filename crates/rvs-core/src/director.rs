@@ -226,10 +226,12 @@ impl Director {
         &self.settings
     }
 
-    /// Replace the settings (timeouts apply to new state changes; the table keeps its entries).
+    /// Replace the settings (timeouts apply to new state changes; the table keeps its entries,
+    /// takes the new bound and full policy; the hash seed of an existing table does not change).
     pub fn set_settings(&mut self, settings: Settings) {
         self.timeouts = timeouts_of(&settings);
         self.conns.set_max(settings.conn_tab_max);
+        self.conns.set_policy(policy_of(&settings));
         self.settings = settings;
     }
 

@@ -4,6 +4,7 @@
 
 mod host;
 mod daemon;
+mod control;
 mod inspect;
 mod io;
 mod replay;
@@ -45,6 +46,9 @@ enum Command {
     /// Run the dataplane over a capture with capture timestamps as the clock; write what the
     /// director would transmit, and a verdict per input packet.
     Replay(replay::ReplayArgs),
+    /// Serve only the control socket, over a dataplane attached to no interface (tests).
+    #[command(hide = true)]
+    ControlOnly(control::ControlOnlyArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             daemon::run(&cli.run)
         }
         Some(Command::Inspect { captures, icmp }) => inspect::run(&captures, icmp),
+        Some(Command::ControlOnly(args)) => control::run_control_only(&args),
         Some(Command::Replay(args)) => replay::run(&args).map(|s| {
             let mut v: Vec<_> = s.by_verdict.iter().collect();
             v.sort();
