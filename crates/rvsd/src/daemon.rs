@@ -39,9 +39,7 @@ use tracing::{error, info, warn};
 use crate::control::{self, Shared};
 use crate::host::nft::{Claims, NftTable};
 use crate::host::route::{self, Resolution, Resolver};
-use crate::io::offload;
-use crate::io::ring::{PacketSocket, RingOpts, wait_readable};
-use crate::io::tap::Tap;
+use crate::io::{PacketSocket, RingOpts, Tap, offload, wait_readable};
 use crate::replay::{Config, load_config, parse_set};
 
 /// Command line of the daemon (`rvsd --interface IF ...`).
@@ -159,18 +157,21 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         }
     }
 
-    // The director's own addresses (tunnel sources, sources of its own errors) and the MTU:
-    // those of the interfaces it is attached to.
-    let mut addrs: Vec<IpAddr> = Vec::new();
+    // The director's own addresses (tunnel sources, sources of its own errors): the
+    // namespace's addresses that are not VIPs; the MTU: the smallest of its interfaces'.
     let mut mtu = u32::from(u16::MAX);
     for ifname in &args.interfaces {
         let info = route::interface_info(ifname)
-            .with_context(|| format!("--interface {ifname}: no such interface"))?;
+            .with_context(|| format!("--interface {ifname}"))?;
         mtu = mtu.min(info.mtu);
-        addrs.extend(info.addrs.iter().copied().filter(|a| usable_source(*a)));
     }
+    let addrs: Vec<IpAddr> = route::local_addrs()
+        .context("reading the host's addresses")?
+        .into_iter()
+        .filter(|a| !director.is_vip(*a))
+        .collect();
     if addrs.is_empty() {
-        warn!("no global address on the interfaces: tunnel mode and own errors will lack a source");
+        warn!("the host has no address that is not a VIP: tunnel mode and the director's own errors lack a source");
     }
     let cfg = DataplaneConfig {
         addrs: addrs.clone(),
@@ -178,13 +179,29 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         ..Default::default()
     };
     let dp = Dataplane::new(director, cfg);
-    let claims = Claims::from_director(dp.director());
-    let shared = Arc::new(Shared::new(dp));
+    let claims = Claims::from_director(dp.director()).with_local_addrs(&addrs);
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
+    let shared = Arc::new(Shared::new(
+        dp,
+        args.interfaces.clone(),
+        u32::try_from(workers).unwrap_or(1),
+    ));
 
     // Signals first, so that a TERM during setup still ends in a clean teardown.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
 
     let tap = Tap::open(&args.tap).with_context(|| format!("creating TAP {}", args.tap))?;
+    if tap.ipv4_rp_filter() != 0 {
+        warn!(
+            "net.ipv4.conf.all.rp_filter or net.ipv4.conf.{}.rp_filter is not 0: the host stack \
+             will drop the IPv4 packets rvsd hands it through the TAP (ICMP errors about unknown \
+             connections, echo requests to VIPs)",
+            args.tap
+        );
+    }
     let mut nft = NftTable::install(&args.nft_table, &args.interfaces, &claims)
         .with_context(|| format!("installing nftables table {}", args.nft_table))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -195,7 +212,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         counters: Arc::new(IoCounters::default()),
         stop: Arc::clone(&stop),
     });
-    let result = serve(args, &ws, &mut signals, &mut nft);
+    let result = serve(args, &ws, workers, &addrs, &mut signals, &mut nft);
     // Teardown happens whatever went wrong above.
     stop.store(true, Ordering::SeqCst);
     if let Err(e) = nft.remove() {
@@ -219,16 +236,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
 fn serve(
     args: &RunArgs,
     ws: &Arc<WorkerShared>,
+    workers: usize,
+    addrs: &[IpAddr],
     signals: &mut Signals,
     nft: &mut NftTable,
 ) -> Result<()> {
     let shared = &ws.shared;
     let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
         .with_context(|| format!("control socket @{}", args.socket))?;
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
     // One fanout group per interface, unique to this process.
     let base = (std::process::id() as u16).wrapping_mul(31);
@@ -296,7 +311,7 @@ fn serve(
         let g = shared.rules_generation.load(Ordering::SeqCst);
         if g != generation {
             generation = g;
-            let claims = Claims::from_director(lock(&shared.dp).director());
+            let claims = Claims::from_director(lock(&shared.dp).director()).with_local_addrs(addrs);
             if let Err(e) = nft.update(&claims) {
                 error!("updating nftables table: {e}");
             }
@@ -348,14 +363,16 @@ struct Worker {
     ws: Arc<WorkerShared>,
     socks: Vec<PacketSocket>,
     resolver: Resolver,
-    /// Frames of the current burst, after checksum completion and GSO splitting.
+    /// Frames of the current burst, after checksum completion and GSO splitting; `used` of
+    /// them are live. Kept between bursts so their buffers are reused.
     frames: Vec<Frame>,
-    /// How many of `frames` are in use.
     used: usize,
+    /// Scratch for GSO segmentation.
+    scratch: Vec<u8>,
     /// Scratch for the dataplane's extra transmissions.
     extra: Vec<Tx>,
-    /// Verdicts of the current burst (frame index, verdict), then the extra frames.
-    out: Vec<(usize, Verdict)>,
+    /// Verdicts of the current burst, by frame index, and the extra frames they released.
+    verdicts: Vec<Verdict>,
     out_extra: Vec<Tx>,
     pending: VecDeque<Pending>,
     claims: Arc<Claims>,
@@ -370,8 +387,9 @@ impl Worker {
             resolver,
             frames: Vec::new(),
             used: 0,
+            scratch: Vec::new(),
             extra: Vec::new(),
-            out: Vec::new(),
+            verdicts: Vec::new(),
             out_extra: Vec::new(),
             pending: VecDeque::new(),
             claims,
@@ -380,34 +398,41 @@ impl Worker {
 
     fn run(mut self) {
         while !self.ws.stop.load(Ordering::Relaxed) {
-            {
-                let fds: Vec<_> = self.socks.iter().map(|s| s.rx_fd()).collect();
-                let mut all = fds;
-                all.push(self.resolver.event_fd());
-                if let Err(e) = wait_readable(&all, Duration::from_millis(50)) {
-                    if e.kind() != std::io::ErrorKind::Interrupted {
-                        error!("poll: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
+            let ready = {
+                let mut fds: Vec<_> = self.socks.iter().map(|s| s.rx_fd()).collect();
+                fds.push(self.resolver.event_fd());
+                wait_readable(&fds, Duration::from_millis(50))
+            };
+            if let Err(e) = ready {
+                error!("poll: {e}");
+                std::thread::sleep(Duration::from_millis(50));
             }
             self.resolver.poll_events();
-            self.claims = Arc::clone(&self.ws.claims.read().unwrap_or_else(|e| e.into_inner()));
+            let current = Arc::clone(&self.ws.claims.read().unwrap_or_else(|e| e.into_inner()));
+            self.claims = current;
             self.retry_pending();
             for i in 0..self.socks.len() {
-                self.burst(i);
+                // Drain the ring, a burst at a time, before polling again.
+                while self.burst(i) == BURST {}
             }
         }
     }
 
-    /// Read one burst from socket `i`, process it, transmit what it produced.
-    fn burst(&mut self, i: usize) {
+    /// Read one burst from socket `i`, process it, transmit what it produced. Returns how many
+    /// frames the ring gave.
+    fn burst(&mut self, i: usize) -> usize {
         self.used = 0;
         let counters = Arc::clone(&self.ws.counters);
         let claims = Arc::clone(&self.claims);
-        let (frames, used) = (&mut self.frames, &mut self.used);
+        let (frames, used, scratch) = (&mut self.frames, &mut self.used, &mut self.scratch);
         let n = self.socks[i].recv_burst(BURST, |rx| {
             IoCounters::add(&counters.rx_frames, 1);
+            if rx.vlan.is_some() {
+                // A tag the kernel stripped: rvsd does not forward on VLANs yet (the host
+                // keeps these frames unless they are claimed).
+                IoCounters::add(&counters.rx_unclaimed, 1);
+                return;
+            }
             let mut push = |bytes: &[u8]| {
                 if !claims.claims(bytes) {
                     IoCounters::add(&counters.rx_unclaimed, 1);
@@ -419,68 +444,66 @@ impl Worker {
                 frames[*used].set(bytes);
                 *used += 1;
             };
-            match offload::finish(rx, &mut push) {
-                Ok(offload::Finished::Segmented(_)) => IoCounters::add(&counters.rx_gso, 1),
+            let gso = rx.vnet.gso.is_some();
+            match offload::finish(rx.data, &rx.vnet, scratch, &mut push) {
+                Ok(_) if gso => IoCounters::add(&counters.rx_gso, 1),
                 Ok(_) => {}
                 Err(_) => IoCounters::add(&counters.rx_offload_errors, 1),
             }
         });
-        if n == 0 || self.used == 0 {
-            return;
+        if self.used == 0 {
+            return n;
         }
-        self.out.clear();
+        let mut frames = std::mem::take(&mut self.frames);
+        self.verdicts.clear();
         self.out_extra.clear();
         {
             let shared = &self.ws.shared;
             let mut dp = lock(&shared.dp);
             let now = shared.now();
-            for k in 0..self.used {
+            for f in &mut frames[..self.used] {
                 self.extra.clear();
-                let v = dp.process(&mut self.frames[k], now, &mut self.extra);
-                self.out.push((k, v));
+                let v = dp.process(f, now, &mut self.extra);
+                self.verdicts.push(v);
                 self.out_extra.append(&mut self.extra);
             }
         }
-        for j in 0..self.out.len() {
-            let (k, v) = self.out[j];
-            match v {
+        let verdicts = std::mem::take(&mut self.verdicts);
+        for (f, v) in frames.iter_mut().zip(&verdicts) {
+            match *v {
                 Verdict::Transmit { next_hop } | Verdict::Reply { next_hop } => {
-                    let f = std::mem::take(&mut self.frames[k]);
-                    self.transmit(f.data(), next_hop);
-                    self.frames[k] = f;
+                    self.transmit(f.data_mut(), next_hop);
                 }
-                Verdict::Local => {
-                    let f = std::mem::take(&mut self.frames[k]);
-                    self.to_host(f.data());
-                    self.frames[k] = f;
-                }
+                Verdict::Local => self.to_host(f.data_mut()),
                 Verdict::Held | Verdict::Drop(_) => {}
             }
         }
-        let extra = std::mem::take(&mut self.out_extra);
-        for tx in &extra {
+        self.verdicts = verdicts;
+        let mut extra = std::mem::take(&mut self.out_extra);
+        for tx in &mut extra {
             if tx.local {
-                self.to_host(tx.frame.data());
+                self.to_host(tx.frame.data_mut());
             } else {
-                self.transmit(tx.frame.data(), tx.next_hop);
+                self.transmit(tx.frame.data_mut(), tx.next_hop);
             }
         }
         self.out_extra = extra;
+        self.frames = frames;
         self.flush();
+        n
     }
 
     /// Hand a frame to the host stack through the TAP.
-    fn to_host(&self, frame: &[u8]) {
-        let mut buf = frame.to_vec();
+    fn to_host(&self, frame: &mut [u8]) {
         let mut tap = lock(&self.ws.tap);
-        match tap.deliver(&mut buf) {
+        match tap.deliver(frame) {
             Ok(()) => IoCounters::add(&self.ws.counters.tap_frames, 1),
             Err(e) => warn!("TAP write: {e}"),
         }
     }
 
     /// Resolve `next_hop` and send, or park the frame while its neighbour is resolved.
-    fn transmit(&mut self, frame: &[u8], next_hop: IpAddr) {
+    fn transmit(&mut self, frame: &mut [u8], next_hop: IpAddr) {
         match self.resolver.resolve(next_hop, Instant::now()) {
             Resolution::Ready { ifindex, dst_mac } => self.send(frame, ifindex, dst_mac),
             Resolution::Pending => {
@@ -498,7 +521,8 @@ impl Worker {
         }
     }
 
-    fn send(&mut self, frame: &[u8], ifindex: u32, dst_mac: [u8; 6]) {
+    /// Set the frame's MACs for the egress interface and its next hop, and queue it.
+    fn send(&mut self, frame: &mut [u8], ifindex: u32, dst_mac: [u8; 6]) {
         let Some(s) = self.socks.iter_mut().find(|s| s.ifindex() == ifindex) else {
             IoCounters::add(&self.ws.counters.no_egress, 1);
             return;
@@ -506,12 +530,11 @@ impl Worker {
         if frame.len() < 14 {
             return;
         }
-        let mut buf = [0u8; 12];
-        buf[..6].copy_from_slice(&dst_mac);
-        buf[6..].copy_from_slice(&s.mac());
-        let r = s.send_frame_with_macs(&buf, frame);
-        match r {
+        frame[..6].copy_from_slice(&dst_mac);
+        frame[6..12].copy_from_slice(&s.mac());
+        match s.send_frame(frame) {
             Ok(()) => IoCounters::add(&self.ws.counters.tx_frames, 1),
+            // Already counted by the ring.
             Err(_) => IoCounters::add(&self.ws.counters.tx_errors, 1),
         }
     }
@@ -531,11 +554,13 @@ impl Worker {
         }
         let now = Instant::now();
         for _ in 0..self.pending.len() {
-            let Some(p) = self.pending.pop_front() else {
+            let Some(mut p) = self.pending.pop_front() else {
                 break;
             };
             match self.resolver.resolve(p.next_hop, now) {
-                Resolution::Ready { ifindex, dst_mac } => self.send(&p.frame, ifindex, dst_mac),
+                Resolution::Ready { ifindex, dst_mac } => {
+                    self.send(&mut p.frame, ifindex, dst_mac);
+                }
                 Resolution::Pending if now.duration_since(p.since) < PENDING_TIMEOUT => {
                     self.pending.push_back(p);
                 }
@@ -547,12 +572,3 @@ impl Worker {
     }
 }
 
-/// Whether an address may be the source of what the director sends itself.
-fn usable_source(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(v) => !v.is_loopback() && !v.is_link_local() && !v.is_unspecified(),
-        IpAddr::V6(v) => {
-            !v.is_loopback() && !v.is_unicast_link_local() && !v.is_unspecified()
-        }
-    }
-}
