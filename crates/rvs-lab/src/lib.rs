@@ -36,6 +36,7 @@ mod lab;
 mod net;
 mod netns;
 mod run;
+mod rvsd;
 mod servers;
 mod topology;
 
@@ -47,6 +48,7 @@ pub use error::{LabError, Result};
 pub use lab::{EXEC_TIMEOUT, HostId, Lab, LabChild, Link, LinkOpts, remove_stale};
 pub use net::{IpNet, is_documentation, is_documentation_addr};
 pub use netns::Netns;
+pub use rvsd::{Rvsd, RvsdExit, RvsdOpts, service_rules};
 pub use servers::{DestServers, ServerPorts, ServerStats};
 pub use topology::{
     Addrs, Decap, DirectorLab, DirectorLabOpts, DualAddr, Family, Hosts, Ifaces, Mode,

@@ -1,32 +1,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+use std::path::Path;
 use std::time::Duration;
-use rvs_lab::{DirectorLab, DirectorLabOpts, Family, Mode, or_skip};
+use rvs_lab::{DirectorLab, DirectorLabOpts, Family, Mode, Rvsd, RvsdOpts, or_skip, service_rules};
 
-#[test]
-fn smoke_dr_v4() {
-    let Some(lab) = or_skip(DirectorLab::new(DirectorLabOpts { mode: Mode::Dr, ..DirectorLabOpts::default() })) else { return };
-    let a = lab.addrs();
-    let vip = a.vip.get(Family::V4);
-    let rules = format!("-A -t {vip}:80 -s rr\n-a -t {vip}:80 -r {}:80 -g -w 1\n-a -t {vip}:80 -r {}:80 -g -w 1\n-a -t {vip}:80 -r {}:80 -g -w 1\n",
-        a.dests[0].get(Family::V4), a.dests[1].get(Family::V4), a.dests[2].get(Family::V4));
-    let path = std::env::temp_dir().join(format!("rvs-smoke-{}.rules", std::process::id()));
-    std::fs::write(&path, rules).unwrap();
-    let dir = lab.hosts().director;
-    let mut cmd = lab.lab().command(dir, &[env!("CARGO_BIN_EXE_rvsd"), "--interface", &lab.ifaces().director, "--rules", path.to_str().unwrap(), "--workers", "2"]).unwrap();
-    cmd.stderr(std::process::Stdio::inherit());
-    let child = lab.lab().spawn_command(cmd).unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+fn run(mode: Mode, fam: Family) {
+    let Some(lab) = or_skip(DirectorLab::new(DirectorLabOpts { mode, ..DirectorLabOpts::default() })) else { return };
+    let vip = lab.addrs().vip.get(fam);
+    let opts = RvsdOpts { rules: service_rules(&lab, fam, false, 80, "rr"), workers: Some(2), ..Default::default() };
+    let d = Rvsd::start(&lab, Path::new(env!("CARGO_BIN_EXE_rvsd")), &opts).unwrap();
     let client = lab.client().unwrap();
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..30 {
         match client.http_get(vip, 80, "/", Duration::from_secs(3)) {
-            Ok(r) => *counts.entry(r.dest.clone()).or_insert(0) += 1,
-            Err(e) => { eprintln!("GET failed: {e}"); *counts.entry(Some("ERR".to_string())).or_insert(0) += 1 }
+            Ok(r) => *counts.entry(r.dest.clone().unwrap_or_default()).or_insert(0) += 1,
+            Err(e) => { eprintln!("GET failed: {e}"); *counts.entry("ERR".to_string()).or_insert(0) += 1 }
         }
     }
-    eprintln!("counts: {counts:?}");
-    let pid = child.id().unwrap();
-    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
-    let out = child.wait_timeout(Duration::from_secs(5)).unwrap();
-    eprintln!("rvsd exit: {:?}", out.status);
+    let c = d.counters().unwrap();
+    eprintln!("{mode:?} {fam:?} counts: {counts:?}\ncounters: rx {} fwd {} gen {} local {} drops {:?}", c.rx, c.forwarded, c.generated, c.local, c.drops.iter().filter(|d| d.count > 0).collect::<Vec<_>>());
+    let exit = d.stop().unwrap();
+    eprintln!("rvsd exit: {:?}\n{}", exit.code, exit.stderr);
+    assert_eq!(counts.values().sum::<i32>(), 30);
+    assert!(!counts.contains_key("ERR"));
 }
+#[test] fn smoke_dr_v4() { run(Mode::Dr, Family::V4) }
+#[test] fn smoke_nat_v4() { run(Mode::Nat, Family::V4) }
+#[test] fn smoke_tun_v4() { run(Mode::Tun, Family::V4) }
+#[test] fn smoke_dr_v6() { run(Mode::Dr, Family::V6) }
+#[test] fn smoke_nat_v6() { run(Mode::Nat, Family::V6) }
+#[test] fn smoke_tun_v6() { run(Mode::Tun, Family::V6) }
