@@ -66,10 +66,7 @@ pub fn service_rules(
     let vip = sa(a.vip.get(family));
     let mut s = format!("-A {p} {vip} -s {scheduler}\n");
     for d in &a.dests {
-        s.push_str(&format!(
-            "-a {p} {vip} -r {} {m} -w 1\n",
-            sa(d.get(family))
-        ));
+        s.push_str(&format!("-a {p} {vip} -r {} {m} -w 1\n", sa(d.get(family))));
     }
     s
 }

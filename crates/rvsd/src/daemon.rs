@@ -36,9 +36,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
+/// `sll_pkttype` of a frame addressed to this host's MAC.
+const PACKET_HOST: u8 = 0;
+
 use crate::control::{self, Shared};
 use crate::host::nft::{Claims, NftTable};
 use crate::host::route::{self, Resolution, Resolver};
+use crate::io::ring::RingStats;
 use crate::io::{PacketSocket, RingOpts, Tap, offload, wait_readable};
 use crate::replay::{Config, load_config, parse_set};
 
@@ -68,7 +72,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "rvs0", value_name = "NAME")]
     pub(crate) tap: String,
     /// Name of the nftables table (netdev family) that claims the director's traffic.
-    #[arg(long, default_value = "rvsd", value_name = "NAME")]
+    #[arg(long, default_value = crate::host::nft::DEFAULT_TABLE, value_name = "NAME")]
     pub(crate) nft_table: String,
 }
 
@@ -161,8 +165,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
     // namespace's addresses that are not VIPs; the MTU: the smallest of its interfaces'.
     let mut mtu = u32::from(u16::MAX);
     for ifname in &args.interfaces {
-        let info = route::interface_info(ifname)
-            .with_context(|| format!("--interface {ifname}"))?;
+        let info =
+            route::interface_info(ifname).with_context(|| format!("--interface {ifname}"))?;
         mtu = mtu.min(info.mtu);
     }
     let addrs: Vec<IpAddr> = route::local_addrs()
@@ -171,7 +175,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         .filter(|a| !director.is_vip(*a))
         .collect();
     if addrs.is_empty() {
-        warn!("the host has no address that is not a VIP: tunnel mode and the director's own errors lack a source");
+        warn!(
+            "the host has no address that is not a VIP: tunnel mode and the director's own errors lack a source"
+        );
     }
     let cfg = DataplaneConfig {
         addrs: addrs.clone(),
@@ -191,9 +197,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
     ));
 
     // Signals first, so that a TERM during setup still ends in a clean teardown.
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
 
     let tap = Tap::open(&args.tap).with_context(|| format!("creating TAP {}", args.tap))?;
+    let m = tap.mac();
+    info!(
+        tap = tap.name(),
+        mac = %format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]),
+        "exception interface up"
+    );
     if tap.ipv4_rp_filter() != 0 {
         warn!(
             "net.ipv4.conf.all.rp_filter or net.ipv4.conf.{}.rp_filter is not 0: the host stack \
@@ -215,8 +228,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
     let result = serve(args, &ws, workers, &addrs, &mut signals, &mut nft);
     // Teardown happens whatever went wrong above.
     stop.store(true, Ordering::SeqCst);
-    if let Err(e) = nft.remove() {
-        error!("removing nftables table {}: {e}", args.nft_table);
+    let table = nft.name().to_owned();
+    match nft.remove() {
+        Ok(()) => info!("nftables table {table} removed"),
+        Err(e) => error!("removing nftables table {table}: {e}"),
     }
     let c = ws.counters.snapshot();
     let dp = lock(&shared.dp);
@@ -244,7 +259,7 @@ fn serve(
     let shared = &ws.shared;
     let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
         .with_context(|| format!("control socket @{}", args.socket))?;
-    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    let mut handles: Vec<JoinHandle<Vec<(String, RingStats)>>> = Vec::new();
     // One fanout group per interface, unique to this process.
     let base = (std::process::id() as u16).wrapping_mul(31);
     for w in 0..workers {
@@ -254,10 +269,21 @@ fn serve(
                 fanout_group: Some(base.wrapping_add(i as u16)),
                 ..RingOpts::default()
             };
-            socks.push(
-                PacketSocket::open(ifname, &opts)
-                    .with_context(|| format!("packet socket on {ifname}"))?,
-            );
+            let s = PacketSocket::open(ifname, &opts)
+                .with_context(|| format!("packet socket on {ifname}"))?;
+            if w == 0 {
+                let (rx, tx) = s.ring_frames();
+                info!(
+                    interface = %s.ifname(),
+                    ifindex = s.ifindex(),
+                    mtu = s.mtu(),
+                    vnet_hdr = s.has_vnet_hdr(),
+                    rx_frames = rx,
+                    tx_frames = tx,
+                    "attached"
+                );
+            }
+            socks.push(s);
         }
         let resolver = Resolver::new().context("netlink")?;
         let ws = Arc::clone(ws);
@@ -317,12 +343,31 @@ fn serve(
             }
             *ws.claims.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(claims);
         }
+        // What the host sends to the TAP (router solicitations...) is not ours: keep its
+        // queue empty.
+        lock(&ws.tap).drain();
         std::thread::sleep(TICK);
     }
     ws.stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        if h.join().is_err() {
-            outcome = Err(anyhow!("a worker panicked"));
+    for (w, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(rings) => {
+                for (ifname, st) in rings {
+                    info!(
+                        worker = w,
+                        interface = %ifname,
+                        rx = st.rx,
+                        rx_truncated = st.rx_truncated,
+                        rx_ignored = st.rx_ignored,
+                        kernel_drops = st.kernel_drops,
+                        tx = st.tx,
+                        tx_dropped = st.tx_dropped,
+                        tx_errors = st.tx_errors,
+                        "ring statistics"
+                    );
+                }
+            }
+            Err(_) => outcome = Err(anyhow!("a worker panicked")),
         }
     }
     let _ = control.join();
@@ -369,6 +414,10 @@ struct Worker {
     used: usize,
     /// Scratch for GSO segmentation.
     scratch: Vec<u8>,
+    /// Scratch for a frame whose VLAN tag the kernel stripped.
+    tagged: Vec<u8>,
+    /// Rate-limited log of frames whose offloads could not be finished.
+    offload_log: RateLog,
     /// Scratch for the dataplane's extra transmissions.
     extra: Vec<Tx>,
     /// Verdicts of the current burst, by frame index, and the extra frames they released.
@@ -388,6 +437,8 @@ impl Worker {
             frames: Vec::new(),
             used: 0,
             scratch: Vec::new(),
+            tagged: Vec::new(),
+            offload_log: RateLog::default(),
             extra: Vec::new(),
             verdicts: Vec::new(),
             out_extra: Vec::new(),
@@ -396,7 +447,8 @@ impl Worker {
         }
     }
 
-    fn run(mut self) {
+    /// Forward until told to stop; returns the rings' statistics.
+    fn run(mut self) -> Vec<(String, RingStats)> {
         while !self.ws.stop.load(Ordering::Relaxed) {
             let ready = {
                 let mut fds: Vec<_> = self.socks.iter().map(|s| s.rx_fd()).collect();
@@ -416,6 +468,10 @@ impl Worker {
                 while self.burst(i) == BURST {}
             }
         }
+        self.socks
+            .iter()
+            .map(|s| (s.ifname().to_owned(), s.stats()))
+            .collect()
     }
 
     /// Read one burst from socket `i`, process it, transmit what it produced. Returns how many
@@ -425,11 +481,12 @@ impl Worker {
         let counters = Arc::clone(&self.ws.counters);
         let claims = Arc::clone(&self.claims);
         let (frames, used, scratch) = (&mut self.frames, &mut self.used, &mut self.scratch);
+        let (tagged, offload_log) = (&mut self.tagged, &mut self.offload_log);
         let n = self.socks[i].recv_burst(BURST, |rx| {
             IoCounters::add(&counters.rx_frames, 1);
-            if rx.vlan.is_some() {
-                // A tag the kernel stripped: rvsd does not forward on VLANs yet (the host
-                // keeps these frames unless they are claimed).
+            if rx.pkt_type != PACKET_HOST {
+                // Broadcast and multicast frames are never a balanced flow's (IPVS acts on
+                // unicast only); the host has its own copy.
                 IoCounters::add(&counters.rx_unclaimed, 1);
                 return;
             }
@@ -444,13 +501,30 @@ impl Worker {
                 frames[*used].set(bytes);
                 *used += 1;
             };
+            let data: &mut [u8] = match rx.vlan {
+                // The kernel took the tag off: put it back, the dataplane keeps it on what it
+                // forwards.
+                Some(v) => {
+                    offload::insert_vlan(rx.data, v.tpid, v.tci, tagged);
+                    tagged.as_mut_slice()
+                }
+                None => rx.data,
+            };
+            if rx.vnet.is_complete() {
+                push(data);
+                return;
+            }
             let gso = rx.vnet.gso.is_some();
-            match offload::finish(rx.data, &rx.vnet, scratch, &mut push) {
+            match offload::finish(data, &rx.vnet, scratch, &mut push) {
                 Ok(_) if gso => IoCounters::add(&counters.rx_gso, 1),
                 Ok(_) => {}
-                Err(_) => IoCounters::add(&counters.rx_offload_errors, 1),
+                Err(e) => {
+                    IoCounters::add(&counters.rx_offload_errors, 1);
+                    offload_log.note(e.name());
+                }
             }
         });
+        self.offload_log.flush();
         if self.used == 0 {
             return n;
         }
@@ -572,3 +646,34 @@ impl Worker {
     }
 }
 
+/// At most one log line per interval about frames dropped for the same kind of reason, with
+/// the count of those not logged (never a line per packet).
+#[derive(Debug, Default)]
+struct RateLog {
+    last: Option<Instant>,
+    pending: u64,
+    reason: &'static str,
+}
+
+impl RateLog {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, reason: &'static str) {
+        self.pending += 1;
+        self.reason = reason;
+    }
+
+    fn flush(&mut self) {
+        if self.pending == 0 || self.last.is_some_and(|t| t.elapsed() < Self::INTERVAL) {
+            return;
+        }
+        warn!(
+            reason = self.reason,
+            frames = self.pending,
+            "frames dropped: their checksum or segmentation offload could not be finished \
+             (at most one line per 10 s)"
+        );
+        self.last = Some(Instant::now());
+        self.pending = 0;
+    }
+}

@@ -2,9 +2,9 @@
 //! `rvsd replay` runs the same dataplane over a capture (the operator's debugging tool) and
 //! `rvsd inspect` reads captures through the packet layer, summarised per protocol.
 
-mod host;
-mod daemon;
 mod control;
+mod daemon;
+mod host;
 mod inspect;
 mod io;
 mod replay;

@@ -5,7 +5,6 @@
 //! Nothing here touches packets on the forwarding path except [`nft::Claims::claims`], the
 //! userspace twin of the nftables predicate, which reads frames without allocating and never
 //! panics. Everything that talks to the kernel returns a typed [`HostError`].
-#![allow(dead_code)]
 
 pub(crate) mod nft;
 pub(crate) mod route;

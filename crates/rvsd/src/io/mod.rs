@@ -7,7 +7,6 @@
 //! knows about services or connections.
 #![allow(unsafe_code)]
 // Until `rvsd run` uses the layer.
-#![allow(dead_code, unused_imports)]
 
 pub(crate) mod offload;
 pub(crate) mod ring;
@@ -19,8 +18,7 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-pub(crate) use offload::{CsumPartial, GsoInfo, GsoKind, OffloadError, VnetInfo};
-pub(crate) use ring::{PacketSocket, RingOpts, RingStats, RxFrame, Vlan};
+pub(crate) use ring::{PacketSocket, RingOpts};
 pub(crate) use tap::Tap;
 
 /// Waits until at least one of `fds` is readable or `timeout` has passed; returns whether one
@@ -176,7 +174,6 @@ pub(crate) mod testns {
     /// address (`192.0.2.1`/`2001:db8::1` on `a`, `.2`/`::2` on `b`).
     pub(crate) struct Pair {
         pub(crate) lab: Lab,
-        pub(crate) a: HostId,
         pub(crate) b: HostId,
         pub(crate) ns_a: String,
         pub(crate) ns_b: String,
@@ -223,7 +220,6 @@ pub(crate) mod testns {
             a_dev: link.a_dev,
             b_dev: link.b_dev,
             lab,
-            a,
             b,
         })
     }

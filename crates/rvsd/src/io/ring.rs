@@ -672,7 +672,7 @@ mod tests {
     use std::sync::{Barrier, Mutex};
     use std::time::{Duration, Instant};
 
-    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
     /// Hang guard for the root tests (not a performance threshold).
     const DEADLINE: Duration = Duration::from_secs(60);

@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::{if_mac, if_set_up, ifreq, socket};
@@ -106,11 +106,6 @@ impl Tap {
     /// every IPv4 frame written to the TAP (see [`Tap::open`]).
     pub(crate) fn ipv4_rp_filter(&self) -> u8 {
         self.rp_filter
-    }
-
-    /// The device descriptor (readable when the host sent something to the TAP).
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
     }
 
     /// Hands `frame` (Ethernet header on, destination already [`Tap::mac`], checksums
