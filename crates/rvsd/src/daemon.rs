@@ -44,7 +44,7 @@ use crate::host::nft::{Claims, NftTable};
 use crate::host::route::{self, Resolution, Resolver};
 use crate::io::ring::RingStats;
 use crate::io::{PacketSocket, RingOpts, Tap, offload, wait_readable};
-use crate::replay::{Config, load_config, parse_set};
+use crate::replay::{Config, load_config, parse_set, usage};
 
 /// Command line of the daemon (`rvsd --interface IF ...`).
 #[derive(Debug, Args)]
@@ -151,13 +151,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         director.set_service_policy(key, p);
     }
     if let Some(path) = &args.rules {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("--rules {}", path.display()))?;
-        let rules = parse_rules(&text).map_err(|e| anyhow!("--rules {}: {e}", path.display()))?;
+        // Rule mistakes are usage errors (exit status 2), as in `rvsd replay`.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("--rules {}: {e}", path.display())))?;
+        let rules =
+            parse_rules(&text).map_err(|e| usage(format!("--rules {}: {e}", path.display())))?;
         for (i, r) in rules.iter().enumerate() {
             director
                 .apply(r, 0)
-                .map_err(|e| anyhow!("--rules {}: rule {}: {e}", path.display(), i + 1))?;
+                .map_err(|e| usage(format!("--rules {}: rule {}: {e}", path.display(), i + 1)))?;
         }
     }
 
