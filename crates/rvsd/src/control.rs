@@ -17,7 +17,7 @@
 // Parts of this module are used only once `rvsd run` (the daemon) uses it.
 #![allow(dead_code)]
 
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -160,7 +160,9 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
                 Err(e) => {
                     // Out of file descriptors and the like: log (rate-limited), back off.
                     if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
-                        eprintln!(
+                        // Never panic over a closed stderr.
+                        let _ = writeln!(
+                            io::stderr(),
                             "rvsd: control socket: accept failed: {e}{}",
                             if suppressed > 0 {
                                 format!(" ({suppressed} more since the last report)")
@@ -886,8 +888,9 @@ pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let server = serve(&a.socket, Arc::clone(&shared), Arc::clone(&stop))
         .with_context(|| format!("control socket @{}", a.socket))?;
-    println!("rvsd control-only: listening on @{}", a.socket);
-    io::Write::flush(&mut io::stdout())?;
+    let mut stdout = io::stdout();
+    writeln!(stdout, "rvsd control-only: listening on @{}", a.socket)?;
+    stdout.flush()?;
     // Housekeeping as the daemon does it: expiry, rate estimates, the drop log.
     while !server.is_finished() {
         thread::sleep(Duration::from_secs(1));
@@ -895,7 +898,12 @@ pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
         let mut dp = shared.lock();
         dp.housekeeping(now);
         for l in dp.take_drop_log() {
-            eprintln!("rvsd: dropped ({}), {} more", l.reason.name(), l.suppressed);
+            let _ = writeln!(
+                io::stderr(),
+                "rvsd: dropped ({}), {} more since the last report",
+                l.reason.name(),
+                l.suppressed
+            );
         }
     }
     stop.store(true, Ordering::Release);
