@@ -1,6 +1,7 @@
 //! On the real kernel: the control socket is abstract, so every network namespace has its own
-//! director and `ip netns exec NS rvsadm` talks to NS's. Needs root (network namespaces):
-//! without it the test prints "SKIPPED: needs root" and passes, unless `RVS_E2E=1`.
+//! director and `ip netns exec NS rvsadm` talks to NS's; and only root (or the daemon's user)
+//! may talk to it. Needs root (network namespaces, another user): without it the tests print
+//! "SKIPPED: needs root" and pass, unless `RVS_E2E=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -87,4 +88,51 @@ TCP  203.0.113.10:80 rr
             .starts_with("Can't initialize ipvs: Connection refused"),
         "{r:?}"
     );
+}
+
+/// Only root and the daemon's own user may control it, as only root may talk to IPVS.
+#[test]
+fn other_users_are_refused() {
+    // Root is needed to run rvsadm as another user; the lab check says whether we have it.
+    let Some(_lab) = lab_or_skip() else { return };
+    let Ok(setpriv) = which("setpriv") else {
+        if std::env::var("RVS_E2E").as_deref() == Ok("1") {
+            panic!("RVS_E2E=1 but setpriv (util-linux) is missing");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: setpriv (util-linux) is missing"
+        );
+        return;
+    };
+    let d = Daemon::start("-A -t 203.0.113.10:80 -s rr\n", None, &[]);
+    // A copy of rvsadm that user `nobody` can execute wherever the target directory is.
+    let dir = scratch_dir(&unique_name());
+    let bin = dir.join("rvsadm");
+    std::fs::copy(env!("CARGO_BIN_EXE_rvsadm"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(setpriv);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["-A", "-t", "203.0.113.20:80"])
+        .env(rvs_api::SOCKET_ENV, &d.name);
+    let r = common::run(cmd, None);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            2,
+            "Can't initialize ipvs: Permission denied (you must be root)\n"
+        )
+    );
+    assert_eq!(d.ok(&["-S", "-n"]), "-A -t 203.0.113.10:80 -s rr\n");
+}
+
+fn which(tool: &str) -> Result<std::path::PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path)
+        .map(|p| p.join(tool))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
