@@ -14,9 +14,6 @@
 //! (the peer's credentials are checked, as IPVS only talks to `CAP_NET_ADMIN`). Nothing here
 //! panics on any input.
 
-// Parts of this module are used only once `rvsd run` (the daemon) uses it.
-#![allow(dead_code)]
-
 use std::io::{self, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
