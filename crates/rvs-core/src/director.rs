@@ -698,6 +698,18 @@ impl Director {
         out
     }
 
+    /// Dests deleted but still in the trash (their connections wait for them to come back or
+    /// to time out), with the protocol of their service.
+    pub fn trashed_dests(&self) -> impl Iterator<Item = (Protocol, &Dest)> + '_ {
+        self.dests.iter().filter_map(|slot| match &slot.place {
+            Place::Trash { dest, .. } => {
+                let svc = self.services.get(slot.svc.0 as usize)?.as_ref()?;
+                Some((svc.spec.key.protocol, dest))
+            }
+            _ => None,
+        })
+    }
+
     // ---- the data path -------------------------------------------------------------------
 
     /// Schedule a new connection for `key` (caddr:cport → vaddr:vport) on service `svc`,

@@ -192,6 +192,11 @@ pub struct Settings {
     /// forwarded to dests, so a flood is not relayed at full rate (burst: the same number). 0 =
     /// unlimited.
     pub icmp_forward_per_sec: u32,
+    /// `icmp_forward` (default true): forward ICMP errors that concern a connection to its dest
+    /// (and, for NAT, to its client). false hands them to the host stack like errors about no
+    /// known connection: the behaviour of balancers that ignore ICMP, for comparison and for
+    /// the negative controls of the path-MTU tests.
+    pub icmp_forward: bool,
     /// `icmp_small_mtu` (default `clamp`): a forwarded frag-needed / packet-too-big advertising
     /// less than 552 (IPv4) / 1280 (IPv6) bytes is raised to that floor (`clamp`) or dropped
     /// (`refuse`); counted either way.
@@ -242,6 +247,7 @@ impl Default for Settings {
             icmp_msgs_burst: 50,
             icmp_ratelimit_ms: 1000,
             icmp_forward_per_sec: 1000,
+            icmp_forward: true,
             icmp_small_mtu: SmallMtuPolicy::Clamp,
             icmp_echo_reply: false,
         }
@@ -291,6 +297,7 @@ impl Settings {
         "icmp_msgs_burst",
         "icmp_ratelimit",
         "icmp_forward_per_sec",
+        "icmp_forward",
         "icmp_small_mtu",
         "icmp_echo_reply",
     ];
@@ -351,6 +358,7 @@ impl Settings {
                 };
             }
             "icmp_echo_reply" => self.icmp_echo_reply = parse_bool("icmp_echo_reply", v)?,
+            "icmp_forward" => self.icmp_forward = parse_bool("icmp_forward", v)?,
             _ => {
                 return Err(SettingError::UnknownSetting {
                     name: name.to_string(),
@@ -383,6 +391,7 @@ impl Settings {
             "icmp_forward_per_sec" => self.icmp_forward_per_sec.to_string(),
             "icmp_small_mtu" => self.icmp_small_mtu.name().to_string(),
             "icmp_echo_reply" => self.icmp_echo_reply.to_string(),
+            "icmp_forward" => self.icmp_forward.to_string(),
             _ => return None,
         })
     }

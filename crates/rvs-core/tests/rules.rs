@@ -1300,7 +1300,7 @@ fn settings_set_and_get() {
         t.set(name, &s.get(name).unwrap()).unwrap();
     }
     assert_eq!(t, s);
-    assert_eq!(Settings::NAMES.len(), 19);
+    assert_eq!(Settings::NAMES.len(), 20);
 }
 
 #[test]
@@ -1403,7 +1403,7 @@ fn settings_errors_name_the_setting_and_accepted_values() {
         e.to_string(),
         "unknown setting \"timeout_tcp_fin\" (valid settings: expire_nodest_conn, expire_quiescent_template, \
          schedule_icmp, pmtu_disc, conn_tab_max, conn_full_policy, timeout_tcp, timeout_tcpfin, timeout_udp, \
-         dest_trash_timeout, expired_reply, nodest_reply, hash_seed, icmp_msgs_per_sec, icmp_msgs_burst, icmp_ratelimit, icmp_forward_per_sec, \
+         dest_trash_timeout, expired_reply, nodest_reply, hash_seed, icmp_msgs_per_sec, icmp_msgs_burst, icmp_ratelimit, icmp_forward_per_sec, icmp_forward, \
          icmp_small_mtu, icmp_echo_reply)"
     );
     assert_eq!(s.get("timeout_tcp_fin"), None);

@@ -19,6 +19,7 @@ use fx::*;
 // multi-step ones of `fx`.
 use fx::{Case, Want};
 use rvs_core::proto::{ConnState, TcpState};
+use rvs_core::types::FwdMethod;
 use rvs_dataplane::{Dataplane, DropReason, IcmpOutcome};
 
 const MS: u64 = SEC / 1000;
@@ -359,6 +360,23 @@ fn item3() -> Vec<Case> {
                 .count(v6, k.t, k.c, IcmpOutcome::Forwarded(m.fwd()), 1)
                 .total(IcmpOutcome::Generated, 0),
             );
+            // Its neighbour with a connection but forwarding switched off: the host's, as a
+            // balancer that ignores ICMP would leave it (the path-MTU tests' negative control).
+            cases.push(
+                Case::new(
+                    format!(
+                        "3 {} {}, connection, icmp_forward=0: Local, untouched",
+                        f.label(),
+                        k.name
+                    ),
+                    f.rules(),
+                )
+                .set("icmp_forward", "0")
+                .open(&f, SEC)
+                .send(&e, 2 * SEC, Want::Local)
+                .count(v6, k.t, k.c, IcmpOutcome::Local, 1)
+                .total(IcmpOutcome::Forwarded(m.fwd()), 0),
+            );
         }
         // schedule_icmp with no usable dest: never answered with ICMP.
         let f = Flow::new(v6, L4::Udp, Method::Dr);
@@ -389,6 +407,21 @@ fn item3() -> Vec<Case> {
                 f.rules(),
             )
             .send(&e, 2 * SEC, Want::Local),
+        );
+        // The same from the dests' side with a NAT connection and forwarding switched off.
+        cases.push(
+            Case::new(
+                format!(
+                    "3 {} {} from the dest, connection, icmp_forward=0: Local, untouched",
+                    f.label(),
+                    k.name
+                ),
+                f.rules(),
+            )
+            .set("icmp_forward", "0")
+            .open(&f, SEC)
+            .send(&e, 2 * SEC, Want::Local)
+            .total(IcmpOutcome::Forwarded(FwdMethod::Masq), 0),
         );
         // A quote about a port no service has, even with schedule_icmp: the host's.
         let f = Flow::new(v6, L4::Udp, Method::Dr);

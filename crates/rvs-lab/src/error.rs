@@ -65,6 +65,9 @@ pub enum LabError {
     /// A sysctl key or value that is empty or contains characters the lab does not pass on.
     #[error("invalid sysctl {0:?}")]
     InvalidSysctl(String),
+    /// Options of a topology that cannot be built (e.g. an MTU below IPv6's minimum of 1280).
+    #[error("invalid lab options: {0}")]
+    InvalidOptions(String),
     /// A route whose gateway is of the other address family than its destination.
     #[error("address family mismatch between {0} and {1}")]
     FamilyMismatch(IpAddr, IpAddr),

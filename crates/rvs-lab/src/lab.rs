@@ -274,16 +274,29 @@ impl Lab {
     /// `net.ipv4.conf.all.arp_ignore` = `1`. Keys are limited to `A-Za-z0-9._/-`; values to
     /// printable characters.
     pub fn sysctl(&self, host: HostId, key: &str, value: &str) -> Result<()> {
-        let key_ok = !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
-        let value_ok = !value.is_empty() && value.bytes().all(|b| (b' '..=b'~').contains(&b));
-        if !key_ok || !value_ok {
-            return Err(LabError::InvalidSysctl(format!("{key}={value}")));
+        self.sysctls(host, &[(key, value)])
+    }
+
+    /// Sets several sysctls inside `host` with one `sysctl` run, in order; the same checks as
+    /// [`Lab::sysctl`] apply to each.
+    pub fn sysctls(&self, host: HostId, settings: &[(&str, &str)]) -> Result<()> {
+        let mut args = vec!["sysctl".to_owned(), "-q".to_owned()];
+        for (key, value) in settings {
+            let key_ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+            let value_ok = !value.is_empty() && value.bytes().all(|b| (b' '..=b'~').contains(&b));
+            if !key_ok || !value_ok {
+                return Err(LabError::InvalidSysctl(format!("{key}={value}")));
+            }
+            args.push("-w".to_owned());
+            args.push(format!("{key}={value}"));
         }
-        let kv = format!("{key}={value}");
-        self.exec_timeout(host, &["sysctl", "-q", "-w", &kv], TOOL_TIMEOUT)?;
+        if settings.is_empty() {
+            return Ok(());
+        }
+        self.exec_timeout(host, &args, TOOL_TIMEOUT)?;
         Ok(())
     }
 
@@ -340,7 +353,8 @@ impl Lab {
         self.teardown()
     }
 
-    fn teardown(&self) -> Result<()> {
+    /// Removes every host now; the lab is empty (and its drop a no-op) afterwards.
+    pub(crate) fn teardown(&self) -> Result<()> {
         let hosts: Vec<Host> = std::mem::take(&mut *self.hosts());
         let mut first = Ok(());
         for h in hosts.iter().rev() {

@@ -65,14 +65,26 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state over `dp`, its clock starting now.
-    pub(crate) fn new(dp: Dataplane, interfaces: Vec<String>, workers: u32) -> Shared {
+    /// Shared state over `dp`, its clock starting now (no interfaces, no workers: see
+    /// [`Shared::with_info`]).
+    pub(crate) fn new(dp: Dataplane) -> Shared {
         Shared {
             dp: Mutex::new(dp),
             start: Instant::now(),
             rules_generation: AtomicU64::new(0),
+            interfaces: Vec::new(),
+            workers: 0,
+        }
+    }
+
+    /// The same, reporting these interfaces and this many workers in `Info`.
+    // For `rvsd run` (the daemon), which does not report them yet.
+    #[allow(dead_code)]
+    pub(crate) fn with_info(self, interfaces: Vec<String>, workers: u32) -> Shared {
+        Shared {
             interfaces,
             workers,
+            ..self
         }
     }
 
@@ -213,18 +225,18 @@ fn dispatch(stream: UnixStream, shared: &Arc<Shared>, active: &Arc<AtomicUsize>,
 fn serve_client(stream: UnixStream, shared: &Shared, request_timeout: Duration) {
     let _ = stream.set_read_timeout(Some(request_timeout));
     let _ = stream.set_write_timeout(Some(RESPONSE_TIMEOUT));
-    let response = if peer_allowed(&stream) {
-        let mut reader = BufReader::new(&stream);
-        match rvs_api::read_message(&mut reader, rvs_api::MAX_REQUEST_BYTES) {
-            Ok(line) => match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => handle(shared, req),
-                Err(e) => Err(ApiError::BadRequest(e.to_string())),
-            },
-            Err(rvs_api::FrameError::Empty) => return,
+    // The request is read even from a peer that will be refused, so that its write completes
+    // and it reads the refusal rather than a broken pipe.
+    let mut reader = BufReader::new(&stream);
+    let request = rvs_api::read_message(&mut reader, rvs_api::MAX_REQUEST_BYTES);
+    let response = match request {
+        _ if !peer_allowed(&stream) => Err(ApiError::PermissionDenied),
+        Ok(line) => match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => handle(shared, req),
             Err(e) => Err(ApiError::BadRequest(e.to_string())),
-        }
-    } else {
-        Err(ApiError::PermissionDenied)
+        },
+        Err(rvs_api::FrameError::Empty) => return,
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
     };
     let mut w = &stream;
     let _ = rvs_api::write_message(&mut w, &response);
@@ -855,17 +867,13 @@ pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
                 .with_context(|| format!("--rules {}: rule {}", path.display(), i + 1))?;
         }
     }
-    let shared = Arc::new(Shared::new(
-        Dataplane::new(
-            director,
-            DataplaneConfig {
-                addrs: a.addrs.clone(),
-                ..DataplaneConfig::default()
-            },
-        ),
-        Vec::new(),
-        0,
-    ));
+    let shared = Arc::new(Shared::new(Dataplane::new(
+        director,
+        DataplaneConfig {
+            addrs: a.addrs.clone(),
+            ..DataplaneConfig::default()
+        },
+    )));
     if let Some(path) = &a.input {
         let reader =
             rvs_wire::capture::open(path).with_context(|| format!("--input {}", path.display()))?;
@@ -942,7 +950,7 @@ mod tests {
                 Director::new(Settings::default()),
                 DataplaneConfig::default(),
             );
-            let shared = Arc::new(Shared::new(dp, vec!["veth0".into()], 2));
+            let shared = Arc::new(Shared::new(dp).with_info(vec!["veth0".into()], 2));
             let stop = Arc::new(AtomicBool::new(false));
             let handle = serve_with(&name, Arc::clone(&shared), Arc::clone(&stop), limits).unwrap();
             Server {

@@ -1,9 +1,12 @@
-//! `rvsd` — the RVS daemon. Today it offers `replay` (the dataplane over a capture, the
-//! operator's debugging tool) and `inspect` (captures through the packet layer, summarised per
-//! protocol); running on live interfaces arrives with the daemon issue.
+//! `rvsd` — the RVS daemon. `rvsd --interface IF ...` runs the director on live interfaces;
+//! `rvsd replay` runs the same dataplane over a capture (the operator's debugging tool) and
+//! `rvsd inspect` reads captures through the packet layer, summarised per protocol.
 
 mod control;
+mod daemon;
+mod host;
 mod inspect;
+mod io;
 mod replay;
 
 use std::path::PathBuf;
@@ -18,9 +21,13 @@ use clap::{Parser, Subcommand};
     version,
     about = "RVS — Rust Virtual Server, a layer-4 director"
 )]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand: run the director on the given interfaces.
+    #[command(flatten)]
+    run: daemon::RunArgs,
 }
 
 /// What `rvsd` is asked to do.
@@ -47,9 +54,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { captures, icmp } => inspect::run(&captures, icmp),
-        Command::ControlOnly(args) => control::run_control_only(&args),
-        Command::Replay(args) => replay::run(&args).map(|s| {
+        None => {
+            init_logging();
+            daemon::run(&cli.run)
+        }
+        Some(Command::Inspect { captures, icmp }) => inspect::run(&captures, icmp),
+        Some(Command::ControlOnly(args)) => control::run_control_only(&args),
+        Some(Command::Replay(args)) => replay::run(&args).map(|s| {
             let mut v: Vec<_> = s.by_verdict.iter().collect();
             v.sort();
             let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -73,4 +84,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Structured logs on stderr (`RUST_LOG` filters them; default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

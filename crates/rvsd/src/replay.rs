@@ -80,7 +80,7 @@ fn parse_neighbor(s: &str) -> Result<(IpAddr, [u8; 6]), String> {
     Ok((ip, parse_mac(mac)?))
 }
 
-fn parse_set(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_set(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;

@@ -245,6 +245,10 @@ impl Dataplane {
         } else {
             return self.icmp_local(v6, t, c);
         };
+        if !self.settings().icmp_forward {
+            // Forwarding switched off: the host's, as if no balancer knew the connection.
+            return self.icmp_local(v6, t, c);
+        }
         // It concerns a connection: check it before anything is forwarded (item 5).
         if !self.checksum_ok(frame, ip, v6) {
             return self.icmp_drop(v6, t, c, DropReason::IcmpBadChecksum);
