@@ -52,8 +52,15 @@ pub fn call(name: &str, req: &Request) -> Result<Response, ClientError> {
     stream
         .set_read_timeout(Some(RESPONSE_TIMEOUT))
         .map_err(FrameError::Io)?;
-    write_message(&mut stream, req).map_err(FrameError::Io)?;
+    // The daemon may answer without reading everything (too many clients, a request too
+    // large) and close: the write then fails, but its answer is there to read.
+    let sent = write_message(&mut stream, req);
     let mut r = BufReader::new(stream);
-    let line = read_message(&mut r, MAX_RESPONSE_BYTES)?;
-    Ok(serde_json::from_slice(&line)?)
+    match read_message(&mut r, MAX_RESPONSE_BYTES) {
+        Ok(line) => Ok(serde_json::from_slice(&line)?),
+        Err(e) => Err(match sent {
+            Err(w) => FrameError::Io(w).into(),
+            Ok(()) => e.into(),
+        }),
+    }
 }

@@ -14,10 +14,7 @@
 //! (the peer's credentials are checked, as IPVS only talks to `CAP_NET_ADMIN`). Nothing here
 //! panics on any input.
 
-// Parts of this module are used only once `rvsd run` (the daemon) uses it.
-#![allow(dead_code)]
-
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -68,14 +65,26 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state over `dp`, its clock starting now.
-    pub(crate) fn new(dp: Dataplane, interfaces: Vec<String>, workers: u32) -> Shared {
+    /// Shared state over `dp`, its clock starting now (no interfaces, no workers: see
+    /// [`Shared::with_info`]).
+    pub(crate) fn new(dp: Dataplane) -> Shared {
         Shared {
             dp: Mutex::new(dp),
             start: Instant::now(),
             rules_generation: AtomicU64::new(0),
+            interfaces: Vec::new(),
+            workers: 0,
+        }
+    }
+
+    /// The same, reporting these interfaces and this many workers in `Info`.
+    // For `rvsd run` (the daemon), which does not report them yet.
+    #[allow(dead_code)]
+    pub(crate) fn with_info(self, interfaces: Vec<String>, workers: u32) -> Shared {
+        Shared {
             interfaces,
             workers,
+            ..self
         }
     }
 
@@ -160,7 +169,9 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
                 Err(e) => {
                     // Out of file descriptors and the like: log (rate-limited), back off.
                     if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
-                        eprintln!(
+                        // Never panic over a closed stderr.
+                        let _ = writeln!(
+                            io::stderr(),
                             "rvsd: control socket: accept failed: {e}{}",
                             if suppressed > 0 {
                                 format!(" ({suppressed} more since the last report)")
@@ -214,18 +225,18 @@ fn dispatch(stream: UnixStream, shared: &Arc<Shared>, active: &Arc<AtomicUsize>,
 fn serve_client(stream: UnixStream, shared: &Shared, request_timeout: Duration) {
     let _ = stream.set_read_timeout(Some(request_timeout));
     let _ = stream.set_write_timeout(Some(RESPONSE_TIMEOUT));
-    let response = if peer_allowed(&stream) {
-        let mut reader = BufReader::new(&stream);
-        match rvs_api::read_message(&mut reader, rvs_api::MAX_REQUEST_BYTES) {
-            Ok(line) => match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => handle(shared, req),
-                Err(e) => Err(ApiError::BadRequest(e.to_string())),
-            },
-            Err(rvs_api::FrameError::Empty) => return,
+    // The request is read even from a peer that will be refused, so that its write completes
+    // and it reads the refusal rather than a broken pipe.
+    let mut reader = BufReader::new(&stream);
+    let request = rvs_api::read_message(&mut reader, rvs_api::MAX_REQUEST_BYTES);
+    let response = match request {
+        _ if !peer_allowed(&stream) => Err(ApiError::PermissionDenied),
+        Ok(line) => match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => handle(shared, req),
             Err(e) => Err(ApiError::BadRequest(e.to_string())),
-        }
-    } else {
-        Err(ApiError::PermissionDenied)
+        },
+        Err(rvs_api::FrameError::Empty) => return,
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
     };
     let mut w = &stream;
     let _ = rvs_api::write_message(&mut w, &response);
@@ -856,17 +867,13 @@ pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
                 .with_context(|| format!("--rules {}: rule {}", path.display(), i + 1))?;
         }
     }
-    let shared = Arc::new(Shared::new(
-        Dataplane::new(
-            director,
-            DataplaneConfig {
-                addrs: a.addrs.clone(),
-                ..DataplaneConfig::default()
-            },
-        ),
-        Vec::new(),
-        0,
-    ));
+    let shared = Arc::new(Shared::new(Dataplane::new(
+        director,
+        DataplaneConfig {
+            addrs: a.addrs.clone(),
+            ..DataplaneConfig::default()
+        },
+    )));
     if let Some(path) = &a.input {
         let reader =
             rvs_wire::capture::open(path).with_context(|| format!("--input {}", path.display()))?;
@@ -886,8 +893,9 @@ pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let server = serve(&a.socket, Arc::clone(&shared), Arc::clone(&stop))
         .with_context(|| format!("control socket @{}", a.socket))?;
-    println!("rvsd control-only: listening on @{}", a.socket);
-    io::Write::flush(&mut io::stdout())?;
+    let mut stdout = io::stdout();
+    writeln!(stdout, "rvsd control-only: listening on @{}", a.socket)?;
+    stdout.flush()?;
     // Housekeeping as the daemon does it: expiry, rate estimates, the drop log.
     while !server.is_finished() {
         thread::sleep(Duration::from_secs(1));
@@ -895,7 +903,12 @@ pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
         let mut dp = shared.lock();
         dp.housekeeping(now);
         for l in dp.take_drop_log() {
-            eprintln!("rvsd: dropped ({}), {} more", l.reason.name(), l.suppressed);
+            let _ = writeln!(
+                io::stderr(),
+                "rvsd: dropped ({}), {} more since the last report",
+                l.reason.name(),
+                l.suppressed
+            );
         }
     }
     stop.store(true, Ordering::Release);
@@ -937,7 +950,7 @@ mod tests {
                 Director::new(Settings::default()),
                 DataplaneConfig::default(),
             );
-            let shared = Arc::new(Shared::new(dp, vec!["veth0".into()], 2));
+            let shared = Arc::new(Shared::new(dp).with_info(vec!["veth0".into()], 2));
             let stop = Arc::new(AtomicBool::new(false));
             let handle = serve_with(&name, Arc::clone(&shared), Arc::clone(&stop), limits).unwrap();
             Server {

@@ -192,11 +192,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 64);
-    let shared = Arc::new(Shared::new(
-        dp,
-        args.interfaces.clone(),
-        u32::try_from(workers).unwrap_or(1),
-    ));
+    let shared = Arc::new(
+        Shared::new(dp).with_info(args.interfaces.clone(), u32::try_from(workers).unwrap_or(1)),
+    );
 
     // Signals first, so that a TERM during setup still ends in a clean teardown.
     let mut signals =

@@ -71,26 +71,24 @@ pub struct Daemon {
 impl Daemon {
     /// Start one with these rules (ipvsadm-save text), optionally feeding it a capture.
     pub fn start(rules: &str, capture: Option<&[u8]>, extra: &[&str]) -> Daemon {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let name = format!("rvsadm-test-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let rules_path = dir.join("rules");
-        std::fs::write(&rules_path, rules).unwrap();
-        let mut cmd = Command::new(rvsd_bin());
-        cmd.arg("control-only")
-            .arg("--socket")
-            .arg(&name)
-            .arg("--rules")
-            .arg(&rules_path)
-            .args(extra);
+        let name = unique_name();
+        let dir = scratch_dir(&name);
+        let args = control_only_args(&dir, &name, rules);
+        let mut cmd = Command::new(&args[0]);
+        cmd.args(&args[1..]).args(extra);
         if let Some(pcap) = capture {
             let p = dir.join("input.pcap");
             std::fs::write(&p, pcap).unwrap();
             cmd.arg("--input").arg(p);
         }
+        Daemon::spawn(cmd, name, dir)
+    }
+
+    /// Start `cmd` (an `rvsd control-only` serving `name`, possibly wrapped in `ip netns
+    /// exec`) and wait until it listens; `dir` is removed when the daemon is dropped.
+    pub fn spawn(mut cmd: Command, name: String, dir: PathBuf) -> Daemon {
         let mut child = cmd
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -141,6 +139,35 @@ impl Drop for Daemon {
     }
 }
 
+/// A socket name no other test uses.
+pub fn unique_name() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("rvsadm-test-{}-{n}", std::process::id())
+}
+
+/// A fresh scratch directory for `name`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `rvsd control-only --socket NAME --rules FILE` (the binary first), the rules written to
+/// `dir`.
+pub fn control_only_args(dir: &Path, name: &str, rules: &str) -> Vec<std::ffi::OsString> {
+    let rules_path = dir.join("rules");
+    std::fs::write(&rules_path, rules).unwrap();
+    vec![
+        rvsd_bin().into(),
+        "control-only".into(),
+        "--socket".into(),
+        name.into(),
+        "--rules".into(),
+        rules_path.into(),
+    ]
+}
+
 /// What one rvsadm run did.
 #[derive(Debug)]
 pub struct Run {
@@ -154,9 +181,14 @@ pub struct Run {
 
 /// Run rvsadm with `RVSD_SOCKET=name`.
 pub fn rvsadm_on(name: &str, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rvsadm"))
-        .args(args)
-        .env("RVSD_SOCKET", name)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rvsadm"));
+    cmd.args(args).env("RVSD_SOCKET", name);
+    run(cmd, stdin)
+}
+
+/// Run `cmd` (an rvsadm invocation) with `stdin` and collect what it did.
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
