@@ -477,6 +477,25 @@ pub struct Counters {
     pub frag_tracker: FragCounters,
     /// Fragment reassembler (NAT).
     pub frag_reassembler: FragCounters,
+    /// The daemon's packet I/O (frames read, claimed or not, GSO super-packets split,
+    /// transmitted, handed to the host through the TAP, next hops unresolved...); empty when no
+    /// interfaces are attached.
+    #[serde(default)]
+    pub io: Vec<NamedCount>,
+    /// Per worker thread, in worker order; empty when no interfaces are attached.
+    #[serde(default)]
+    pub workers: Vec<WorkerCounters>,
+}
+
+/// What one worker thread handled (which flows a worker gets is the kernel's fanout hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    /// Frames it ran through the dataplane.
+    pub frames: u64,
+    /// TCP SYNs among them (new connections are created by the worker that gets the SYN).
+    pub tcp_syn: u64,
+    /// ICMP and ICMPv6 error messages among them.
+    pub icmp_errors: u64,
 }
 
 /// A director setting and its value, as the config file spells them.
@@ -858,6 +877,15 @@ mod tests {
                     reassembled: 10,
                     ..Default::default()
                 },
+                io: vec![NamedCount {
+                    name: "rx_frames".into(),
+                    count: 12,
+                }],
+                workers: vec![WorkerCounters {
+                    frames: 12,
+                    tcp_syn: 3,
+                    icmp_errors: 1,
+                }],
             }))),
             Ok(Reply::Settings(vec![Setting {
                 name: "timeout_tcp".into(),

@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) interfaces: Vec<String>,
     /// Worker threads (reported by `Info`).
     pub(crate) workers: u32,
+    /// The daemon's I/O counters, set once the workers exist (reported by `Counters`).
+    pub(crate) io: std::sync::OnceLock<crate::daemon::IoStats>,
 }
 
 impl Shared {
@@ -74,12 +76,11 @@ impl Shared {
             rules_generation: AtomicU64::new(0),
             interfaces: Vec::new(),
             workers: 0,
+            io: std::sync::OnceLock::new(),
         }
     }
 
     /// The same, reporting these interfaces and this many workers in `Info`.
-    // For `rvsd run` (the daemon), which does not report them yet.
-    #[allow(dead_code)]
     pub(crate) fn with_info(self, interfaces: Vec<String>, workers: u32) -> Shared {
         Shared {
             interfaces,
@@ -328,7 +329,13 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Response {
         Request::SetTimeouts(t) => set_timeouts(shared, t),
         Request::Save => Ok(Reply::Rules(save(shared.lock().director()))),
         Request::Restore { rules } => restore(shared, &rules, now),
-        Request::Counters => Ok(Reply::Counters(Box::new(counters(&shared.lock())))),
+        Request::Counters => {
+            let mut c = counters(&shared.lock());
+            if let Some(io) = shared.io.get() {
+                io.fill(&mut c);
+            }
+            Ok(Reply::Counters(Box::new(c)))
+        }
         Request::GetSetting { name } => get_settings(shared, name.as_deref()),
         Request::SetSetting { name, value } => set_setting(shared, &name, &value),
     }
@@ -770,6 +777,8 @@ fn counters(dp: &Dataplane) -> Counters {
         },
         frag_tracker: frag(tracker),
         frag_reassembler: frag(reasm),
+        io: Vec::new(),
+        workers: Vec::new(),
     }
 }
 
