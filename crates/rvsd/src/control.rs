@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) workers: u32,
     /// The daemon's I/O counters, set once the workers exist (reported by `Counters`).
     pub(crate) io: std::sync::OnceLock<crate::daemon::IoStats>,
+    /// The health checker's state, set when the daemon starts (read by metrics; every change
+    /// of services or dests lets it re-apply its rules under the same lock).
+    pub(crate) health: std::sync::OnceLock<Arc<crate::health::HealthState>>,
 }
 
 impl Shared {
@@ -77,6 +80,7 @@ impl Shared {
             interfaces: Vec::new(),
             workers: 0,
             io: std::sync::OnceLock::new(),
+            health: std::sync::OnceLock::new(),
         }
     }
 
@@ -378,11 +382,12 @@ fn rule_error(e: RuleError) -> ApiError {
 /// Validate and apply one rule; bump the rules generation if it changed anything.
 fn change(shared: &Shared, rule: &Rule, now: Time, ctx: Ctx) -> Response {
     rule.validate().map_err(rule_error)?;
-    shared
-        .lock()
-        .director_mut()
+    let mut dp = shared.lock();
+    dp.director_mut()
         .apply(rule, now)
         .map_err(|e| director_error(e, ctx))?;
+    crate::health::after_change(shared, dp.director_mut(), now);
+    drop(dp);
     shared.rules_generation.fetch_add(1, Ordering::AcqRel);
     Ok(Reply::Done)
 }
@@ -657,37 +662,85 @@ fn restore(shared: &Shared, text: &str, now: Time) -> Response {
         })?;
     }
     let mut dp = shared.lock();
-    let mut scratch = Director::new(dp.settings().clone());
-    for r in current_rules(dp.director()) {
-        scratch
-            .apply(&r, now)
-            .map_err(|e| ApiError::Internal(format!("rebuilding the current rules failed: {e}")))?;
-    }
-    for (i, r) in rules.iter().enumerate() {
-        scratch.apply(r, now).map_err(|e| ApiError::Restore {
-            line: line_of(i),
-            message: director_error(e, ctx_of(r)).to_string(),
-            syntax: false,
-        })?;
-    }
-    drop(scratch);
-    let mut result = Ok(Reply::Done);
-    for (i, r) in rules.iter().enumerate() {
-        if let Err(e) = dp.director_mut().apply(r, now) {
-            // Cannot happen (the scratch run succeeded); say so rather than hide it.
-            result = Err(ApiError::Internal(format!(
-                "line {}: {} after a successful check; the rules before it were applied",
-                line_of(i),
-                director_error(e, ctx_of(r))
+    let result = match apply_all_or_nothing(dp.director_mut(), &rules, now) {
+        Ok(()) => Ok(Reply::Done),
+        Err(ApplyError::Rebuild(e)) => {
+            return Err(ApiError::Internal(format!(
+                "rebuilding the current rules failed: {e}"
             )));
-            break;
         }
-    }
+        Err(ApplyError::Rule { index, error }) => {
+            return Err(ApiError::Restore {
+                line: line_of(index),
+                message: director_error(error, rules.get(index).map_or(Ctx::Service, ctx_of))
+                    .to_string(),
+                syntax: false,
+            });
+        }
+        // Cannot happen (the scratch run succeeded); say so rather than hide it.
+        Err(ApplyError::AfterCheck { index, error }) => Err(ApiError::Internal(format!(
+            "line {}: {} after a successful check; the rules before it were applied",
+            line_of(index),
+            director_error(error, rules.get(index).map_or(Ctx::Service, ctx_of))
+        ))),
+    };
+    crate::health::after_change(shared, dp.director_mut(), now);
     drop(dp);
     if !rules.is_empty() {
         shared.rules_generation.fetch_add(1, Ordering::AcqRel);
     }
     result
+}
+
+/// Why [`apply_all_or_nothing`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ApplyError {
+    /// Rule `index` (0-based) fails: nothing was applied.
+    #[error("rule {}: {error}", index + 1)]
+    Rule {
+        /// The failing rule.
+        index: usize,
+        /// Why.
+        error: DirectorError,
+    },
+    /// The current services could not be copied for the check (a bug): nothing was applied.
+    #[error("copying the current rules failed: {0}")]
+    Rebuild(DirectorError),
+    /// Rule `index` failed for real after the check passed (a bug): the rules before it were
+    /// applied.
+    #[error("rule {}: {error} after a successful check", index + 1)]
+    AfterCheck {
+        /// The failing rule.
+        index: usize,
+        /// Why.
+        error: DirectorError,
+    },
+}
+
+/// Apply `rules` to `d` all or nothing: they are first tried on a scratch director holding the
+/// same services and dests, and applied for real only if every one succeeds there (the
+/// outcome of a rule depends only on which services and dests exist, which the scratch copy
+/// reproduces). The connection table is untouched but for what the rules themselves do.
+pub(crate) fn apply_all_or_nothing(
+    d: &mut Director,
+    rules: &[Rule],
+    now: Time,
+) -> Result<(), ApplyError> {
+    let mut scratch = Director::new(d.settings().clone());
+    for r in current_rules(d) {
+        scratch.apply(&r, now).map_err(ApplyError::Rebuild)?;
+    }
+    for (index, r) in rules.iter().enumerate() {
+        scratch
+            .apply(r, now)
+            .map_err(|error| ApplyError::Rule { index, error })?;
+    }
+    drop(scratch);
+    for (index, r) in rules.iter().enumerate() {
+        d.apply(r, now)
+            .map_err(|error| ApplyError::AfterCheck { index, error })?;
+    }
+    Ok(())
 }
 
 fn set_timeouts(shared: &Shared, t: Timeouts) -> Response {
@@ -861,7 +914,7 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
 /// Run `rvsd control-only` until killed. Prints `listening on @NAME` on stdout once the socket
 /// is bound.
 pub(crate) fn run_control_only(a: &ControlOnlyArgs) -> Result<()> {
-    let cfg = crate::replay::load_config(a.config.as_deref(), &a.sets)?;
+    let cfg = crate::config::load_config(a.config.as_deref(), &a.sets)?;
     let mut director = Director::new(cfg.settings);
     for (k, p) in cfg.policies {
         director.set_service_policy(k, p);

@@ -29,8 +29,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use rvs_core::director::Director;
-use rvs_core::rules::parse_rules;
 use rvs_dataplane::{Dataplane, DataplaneConfig, Frame, Tx, Verdict};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -39,26 +37,38 @@ use tracing::{error, info, warn};
 /// `sll_pkttype` of a frame addressed to this host's MAC.
 const PACKET_HOST: u8 = 0;
 
+use crate::config::{self, Config, load_config};
 use crate::control::{self, Shared};
+use crate::health::{self, HealthState};
 use crate::host::nft::{Claims, NftTable};
 use crate::host::route::{self, Resolution, Resolver};
 use crate::io::ring::RingStats;
 use crate::io::{PacketSocket, RingOpts, Tap, offload, wait_readable};
-use crate::replay::{Config, load_config, parse_set, usage};
+use crate::replay::parse_set;
 
 /// Command line of the daemon (`rvsd --interface IF ...`).
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// An interface to attach to (repeat for several).
-    #[arg(long = "interface", short = 'i', value_name = "IF", required = true)]
+    #[arg(
+        long = "interface",
+        short = 'i',
+        value_name = "IF",
+        required_unless_present = "check_config"
+    )]
     pub(crate) interfaces: Vec<String>,
     /// Virtual services and dests in the ipvsadm-save format (`-A -t VIP:port -s rr`, ...).
     #[arg(long, value_name = "FILE")]
     pub(crate) rules: Option<PathBuf>,
-    /// Director settings (TOML: `name = value` by the IPVS sysctl names, and
-    /// `[service."tcp/VIP:port"]` sections).
+    /// Configuration file (TOML: director settings by their IPVS sysctl names,
+    /// `[service."tcp/VIP:port"]` policies, `[health_check."tcp/VIP:port"]`, `[metrics]`,
+    /// `[log]`; see packaging/rvsd.toml). Re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// Validate this configuration file (with `--rules` and `--set` if given) and exit: 0 when
+    /// valid, 2 with the line and reason when not. Touches nothing on the host.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub(crate) check_config: Option<PathBuf>,
     /// Set one director setting (after the config file).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
     pub(crate) sets: Vec<(String, String)>,
@@ -223,23 +233,10 @@ struct WorkerShared {
 
 /// Run the daemon until SIGTERM or SIGINT. Setup errors come back as `Err` (exit status 1).
 pub(crate) fn run(args: &RunArgs) -> Result<()> {
-    let Config { settings, policies } = load_config(args.config.as_deref(), &args.sets)?;
-    let mut director = Director::new(settings);
-    for (key, p) in policies {
-        director.set_service_policy(key, p);
-    }
-    if let Some(path) = &args.rules {
-        // Rule mistakes are usage errors (exit status 2), as in `rvsd replay`.
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| usage(format!("--rules {}: {e}", path.display())))?;
-        let rules =
-            parse_rules(&text).map_err(|e| usage(format!("--rules {}: {e}", path.display())))?;
-        for (i, r) in rules.iter().enumerate() {
-            director
-                .apply(r, 0)
-                .map_err(|e| usage(format!("--rules {}: rule {}: {e}", path.display(), i + 1)))?;
-        }
-    }
+    let running = load_config(args.config.as_deref(), &args.sets)?;
+    crate::init_logging(&running.log);
+    // Rule mistakes are usage errors (exit status 2), as in `rvsd replay`.
+    let director = config::build_director(&running, args.rules.as_deref())?;
 
     // The director's own addresses (tunnel sources, sources of its own errors): the
     // namespace's addresses that are not VIPs; the MTU: the smallest of its interfaces'.
@@ -273,6 +270,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
     let shared = Arc::new(
         Shared::new(dp).with_info(args.interfaces.clone(), u32::try_from(workers).unwrap_or(1)),
     );
+    let _ = shared
+        .health
+        .set(Arc::new(HealthState::new(running.health_checks.clone())));
 
     // Signals first, so that a TERM during setup still ends in a clean teardown.
     let mut signals =
@@ -303,7 +303,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         counters: Arc::new(IoCounters::default()),
         stop: Arc::clone(&stop),
     });
-    let result = serve(args, &ws, workers, &addrs, &mut signals, &mut nft);
+    let result = serve(args, &ws, workers, &addrs, &mut signals, &mut nft, running);
     // Teardown happens whatever went wrong above.
     stop.store(true, Ordering::SeqCst);
     let table = nft.name().to_owned();
@@ -333,10 +333,27 @@ fn serve(
     addrs: &[IpAddr],
     signals: &mut Signals,
     nft: &mut NftTable,
+    mut running: Config,
 ) -> Result<()> {
     let shared = &ws.shared;
     let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
         .with_context(|| format!("control socket @{}", args.socket))?;
+    let checker = match shared.health.get() {
+        Some(h) if h.checked_services() > 0 => {
+            info!(
+                services = h.checked_services(),
+                "health checks: checking the dests of {} services",
+                h.checked_services()
+            );
+            Some(
+                health::spawn(Arc::clone(shared), Arc::clone(h), Arc::clone(&ws.stop))
+                    .context("starting the health checker")?,
+            )
+        }
+        // Started by the first reload that configures a check.
+        _ => None,
+    };
+    let mut checker = checker;
     let mut handles: Vec<JoinHandle<Vec<(String, RingStats)>>> = Vec::new();
     let mut worker_stats = Vec::new();
     // One fanout group per interface, unique to this process.
@@ -392,7 +409,18 @@ fn serve(
     'main: loop {
         for sig in signals.pending() {
             match sig {
-                SIGHUP => reload(args, shared),
+                SIGHUP => {
+                    reload(args, shared, &mut running);
+                    if checker.is_none()
+                        && let Some(h) = shared.health.get()
+                        && h.checked_services() > 0
+                    {
+                        checker =
+                            health::spawn(Arc::clone(shared), Arc::clone(h), Arc::clone(&ws.stop))
+                                .map_err(|e| error!("starting the health checker: {e}"))
+                                .ok();
+                    }
+                }
                 s => {
                     info!(
                         "rvsd: stopping on {}",
@@ -456,23 +484,91 @@ fn serve(
         }
     }
     let _ = control.join();
+    if let Some(c) = checker {
+        let _ = c.join();
+    }
+    if let Some(h) = shared.health.get() {
+        health::log_summary(h);
+    }
     outcome
 }
 
-/// SIGHUP: re-read the config file's settings; the connection table stays.
-fn reload(args: &RunArgs, shared: &Shared) {
-    match load_config(args.config.as_deref(), &args.sets) {
-        Ok(Config { settings, policies }) => {
-            let mut dp = lock(&shared.dp);
-            let d = dp.director_mut();
-            d.set_settings(settings);
-            for (key, p) in policies {
-                d.set_service_policy(key, p);
-            }
-            info!("SIGHUP: settings reloaded");
-        }
+/// SIGHUP: re-read the config file and the rules file and apply the difference atomically —
+/// settings, per-service policies, health checks, and (with `--rules`) the services and dests
+/// the rules file now describes, as ipvsadm commands against the running director; the
+/// connection table stays (a removed dest's connections live on as with `rvsadm -d`). Any
+/// mistake is logged with its line and reason and nothing changes. Runtime changes made with
+/// `rvsadm` (services, dests, `--set`) give way to the files: they are the configuration.
+fn reload(args: &RunArgs, shared: &Shared, running: &mut Config) {
+    match try_reload(args, shared, running) {
+        Ok(summary) => info!("SIGHUP: configuration reloaded: {summary}"),
         Err(e) => error!("SIGHUP: configuration rejected, the running one stays: {e:#}"),
     }
+}
+
+fn try_reload(args: &RunArgs, shared: &Shared, running: &mut Config) -> Result<String> {
+    let cfg = load_config(args.config.as_deref(), &args.sets)?;
+    // The rules file, applied from empty as at start: validates it whole.
+    let desired = match &args.rules {
+        Some(path) => Some(config::build_director(&cfg, Some(path))?),
+        None => None,
+    };
+    let now = shared.now();
+    let mut dp = lock(&shared.dp);
+    if cfg.settings.hash_seed != dp.settings().hash_seed {
+        return Err(anyhow!(
+            "hash_seed cannot change while rvsd runs (the connection table is hashed with              it): restart rvsd to change it"
+        ));
+    }
+    let diff = desired
+        .as_ref()
+        .map(|want| config::rules_diff(dp.director(), want))
+        .unwrap_or_default();
+    control::apply_all_or_nothing(dp.director_mut(), &diff, now)
+        .map_err(|e| anyhow!("applying the rules file: {e}"))?;
+    // Nothing below can fail: the reload is whole.
+    let d = dp.director_mut();
+    d.set_settings(cfg.settings.clone());
+    for (key, _) in &running.policies {
+        if !cfg.policies.iter().any(|(k, _)| k == key) {
+            d.set_service_policy(*key, rvs_core::director::ServicePolicy::default());
+        }
+    }
+    for (key, p) in &cfg.policies {
+        d.set_service_policy(*key, *p);
+    }
+    let health = shared.health.get().map(|h| {
+        h.set_checks(cfg.health_checks.clone());
+        h.reconcile(d, now, desired.is_some())
+    });
+    drop(dp);
+    let health = health.unwrap_or_default();
+    if !diff.is_empty() || health.changed {
+        shared.rules_generation.fetch_add(1, Ordering::AcqRel);
+    }
+    health.events.iter().for_each(health::Event::log);
+    if cfg.log.level != running.log.level && !crate::set_log_level(&cfg.log.level) {
+        info!("log level unchanged: RUST_LOG overrides the configuration");
+    }
+    if cfg.log.format != running.log.format {
+        warn!("[log] format changed: it takes effect when rvsd restarts");
+    }
+    if cfg.metrics != running.metrics {
+        warn!("[metrics] changed: it takes effect when rvsd restarts");
+    }
+    let summary = format!(
+        "{} rule changes{}, {} service policies, {} health checks",
+        diff.len(),
+        if args.rules.is_some() {
+            ""
+        } else {
+            " (no --rules file)"
+        },
+        cfg.policies.len(),
+        cfg.health_checks.len()
+    );
+    *running = cfg;
+    Ok(summary)
 }
 
 /// Lock a mutex; a worker that panicked while holding it leaves consistent-enough state (the

@@ -2,8 +2,10 @@
 //! `rvsd replay` runs the same dataplane over a capture (the operator's debugging tool) and
 //! `rvsd inspect` reads captures through the packet layer, summarised per protocol.
 
+mod config;
 mod control;
 mod daemon;
+mod health;
 mod host;
 mod inspect;
 mod io;
@@ -12,7 +14,12 @@ mod replay;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::OnceLock;
+
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Command line of `rvsd`.
 #[derive(Debug, Parser)]
@@ -54,10 +61,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => {
-            init_logging();
-            daemon::run(&cli.run)
-        }
+        None => match &cli.run.check_config {
+            Some(path) => config::check(path, cli.run.rules.as_deref(), &cli.run.sets),
+            // Logging starts once the configuration says how.
+            None => daemon::run(&cli.run),
+        },
         Some(Command::Inspect { captures, icmp }) => inspect::run(&captures, icmp),
         Some(Command::ControlOnly(args)) => control::run_control_only(&args),
         Some(Command::Replay(args)) => replay::run(&args).map(|s| {
@@ -86,13 +94,37 @@ fn main() -> ExitCode {
     }
 }
 
-/// Structured logs on stderr (`RUST_LOG` filters them; default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// The log filter, when the configuration (not `RUST_LOG`) sets it: reloads change it.
+static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Structured logs on stderr, human-readable or JSON lines as `[log] format` says, filtered by
+/// `RUST_LOG` if set, else by `[log] level`.
+pub(crate) fn init_logging(log: &config::LogConfig) {
+    let (filter, from_config) = match EnvFilter::try_from_default_env() {
+        Ok(f) => (f, false),
+        Err(_) => (
+            EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info")),
+            true,
+        ),
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match log.format {
+        config::LogFormat::Human => registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .try_init(),
+        config::LogFormat::Json => registry.with(fmt.json()).try_init(),
+    };
+    if installed.is_ok() && from_config {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Change the log level (a reload); false when `RUST_LOG` rules or the level does not parse.
+pub(crate) fn set_log_level(level: &str) -> bool {
+    match (LOG_FILTER.get(), EnvFilter::try_new(level)) {
+        (Some(h), Ok(f)) => h.reload(f).is_ok(),
+        _ => false,
+    }
 }

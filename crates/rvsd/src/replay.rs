@@ -9,16 +9,16 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use rvs_core::director::{Director, ServicePolicy};
+use rvs_core::director::Director;
 use rvs_core::rules::parse_rules;
-use rvs_core::settings::Settings;
-use rvs_core::types::{Protocol, ServiceKey};
 use rvs_dataplane::{Dataplane, DataplaneConfig, Frame, Tx, Verdict};
 use rvs_wire::capture::{self, CaptureWriter, LinkPayload};
+
+use crate::config::{Config, load_config};
 
 /// Arguments of `rvsd replay` (see `rvsd replay --help`).
 #[derive(Debug, clap::Args)]
@@ -103,120 +103,6 @@ pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow!(UsageError(msg.into()))
 }
 
-/// The director configuration: settings and per-service policy overrides.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Config {
-    pub(crate) settings: Settings,
-    pub(crate) policies: Vec<(ServiceKey, ServicePolicy)>,
-}
-
-fn toml_text(v: &toml::Value) -> Option<String> {
-    match v {
-        toml::Value::String(s) => Some(s.clone()),
-        toml::Value::Integer(i) => Some(i.to_string()),
-        toml::Value::Boolean(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// A service section name: `tcp/VIP:port` or `udp/[v6]:port`.
-fn parse_service_name(name: &str) -> Option<ServiceKey> {
-    let (p, addr) = name.split_once('/')?;
-    let protocol = match p {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        _ => return None,
-    };
-    let sa: std::net::SocketAddr = addr.parse().ok()?;
-    Some(ServiceKey {
-        protocol,
-        addr: sa.ip(),
-        port: sa.port(),
-    })
-}
-
-fn parse_policy(name: &str, t: &toml::Table) -> Result<ServicePolicy, String> {
-    let mut p = ServicePolicy::default();
-    for (k, v) in t {
-        let text =
-            toml_text(v).ok_or_else(|| format!("service {name:?}: {k}: unsupported value {v}"))?;
-        let mut s = Settings::default();
-        match k.as_str() {
-            "expired_reply" => {
-                s.set(k, &text)
-                    .map_err(|e| format!("service {name:?}: {e}"))?;
-                p.expired_reply = Some(s.expired_reply);
-            }
-            "nodest_reply" => {
-                s.set(k, &text)
-                    .map_err(|e| format!("service {name:?}: {e}"))?;
-                p.nodest_reply = Some(s.nodest_reply);
-            }
-            "icmp_echo_reply" => {
-                s.set(k, &text)
-                    .map_err(|e| format!("service {name:?}: {e}"))?;
-                p.icmp_echo_reply = Some(s.icmp_echo_reply);
-            }
-            _ => {
-                return Err(format!(
-                    "service {name:?}: unknown key {k:?} (expected expired_reply, nodest_reply, \
-                     icmp_echo_reply)"
-                ));
-            }
-        }
-    }
-    Ok(p)
-}
-
-/// Load the configuration: defaults, then the config file (settings by name, and per-service
-/// `[service."tcp/VIP:port"]` sections with `expired_reply`, `nodest_reply`, `icmp_echo_reply`),
-/// then each `--set`.
-pub(crate) fn load_config(config: Option<&Path>, sets: &[(String, String)]) -> Result<Config> {
-    let mut cfg = Config::default();
-    if let Some(path) = config {
-        let ctx = |e: String| usage(format!("--config {}: {e}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| ctx(e.to_string()))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ctx(e.to_string()))?;
-        for (k, v) in table {
-            if k == "service" {
-                let toml::Value::Table(services) = v else {
-                    return Err(ctx(
-                        "service: expected tables [service.\"tcp/VIP:port\"]".into()
-                    ));
-                };
-                for (name, body) in services {
-                    let key = parse_service_name(&name).ok_or_else(|| {
-                        ctx(format!(
-                            "service {name:?}: expected \"tcp/ADDR:PORT\" or \"udp/ADDR:PORT\""
-                        ))
-                    })?;
-                    let toml::Value::Table(body) = body else {
-                        return Err(ctx(format!("service {name:?}: expected a table")));
-                    };
-                    cfg.policies
-                        .push((key, parse_policy(&name, &body).map_err(ctx)?));
-                }
-                continue;
-            }
-            let value = toml_text(&v).ok_or_else(|| ctx(format!("{k}: unsupported value {v}")))?;
-            cfg.settings
-                .set(&k, &value)
-                .map_err(|e| ctx(e.to_string()))?;
-        }
-    }
-    for (k, v) in sets {
-        cfg.settings
-            .set(k, v)
-            .map_err(|e| usage(format!("--set {k}={v}: {e}")))?;
-    }
-    cfg.settings
-        .validate()
-        .map_err(|e| usage(format!("settings: {e}")))?;
-    Ok(cfg)
-}
-
 /// What one replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ReplaySummary {
@@ -228,7 +114,9 @@ pub(crate) struct ReplaySummary {
 /// Run the replay.
 pub(crate) fn run(a: &ReplayArgs) -> Result<ReplaySummary> {
     // Validate everything before processing anything.
-    let Config { settings, policies } = load_config(a.config.as_deref(), &a.sets)?;
+    let Config {
+        settings, policies, ..
+    } = load_config(a.config.as_deref(), &a.sets)?;
     let rules_text = std::fs::read_to_string(&a.rules)
         .map_err(|e| usage(format!("--rules {}: {e}", a.rules.display())))?;
     let rules = parse_rules(&rules_text)
