@@ -1283,6 +1283,65 @@ mod tests {
         assert!(c.summary().contains("1 health checks") || c.summary().contains("2 health checks"));
     }
 
+    /// `packaging/rvsd.toml`, the example shipped with the systemd unit.
+    const EXAMPLE: &str = include_str!("../../../packaging/rvsd.toml");
+
+    /// The example's commented-out examples (`#key = value`, `#[section]`) switched on.
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if !rest.is_empty() && !rest.starts_with([' ', '#']) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_packaged_example_lists_every_field_with_its_default() {
+        assert_eq!(Config::from_toml(EXAMPLE), Ok(Config::default()));
+        for name in Settings::NAMES {
+            assert!(
+                EXAMPLE
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name} = "))),
+                "{name} is not in packaging/rvsd.toml"
+            );
+        }
+        let c = Config::from_toml(&uncommented(EXAMPLE)).unwrap();
+        let key = tcp("203.0.113.10", 80);
+        let h = &c.health_checks[&key];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            h.probe_for(ip("198.51.100.11"), 80),
+            Some(Probe {
+                kind: CheckKind::Http,
+                port: Some(80),
+                path: "/healthz".into(),
+                host: Some("www.example.com".into()),
+                expect_status: 200,
+                body_contains: Some("ok".into()),
+            })
+        );
+        // The defaults the comments give are the defaults.
+        assert_eq!(
+            (h.interval, h.timeout, h.rise, h.fall, h.on_fail),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(2),
+                2,
+                3,
+                OnFail::Quiesce
+            )
+        );
+        assert_eq!(
+            h.probe_for(ip("198.51.100.12"), 80).unwrap().port,
+            Some(8080)
+        );
+        assert_eq!(h.probe_for(ip("198.51.100.13"), 80), None);
+        assert_eq!(c.policies.len(), 1);
+    }
+
     fn director(rules: &str) -> Director {
         let mut d = Director::new(Settings::default());
         for r in parse_rules(rules).unwrap() {
