@@ -869,3 +869,266 @@ impl RateLog {
         self.pending = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvs_core::settings::ExpiredReply;
+
+    /// A scratch directory, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("rvsd-reload-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let p = self.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn args(config: PathBuf, rules: PathBuf) -> RunArgs {
+        RunArgs {
+            interfaces: vec!["veth0".into()],
+            rules: Some(rules),
+            config: Some(config),
+            check_config: None,
+            sets: vec![("timeout_udp".into(), "77".into())],
+            workers: Some(1),
+            socket: "unused".into(),
+            tap: "unused".into(),
+            nft_table: "unused".into(),
+        }
+    }
+
+    /// A client's TCP segment to the VIP.
+    fn segment(cport: u16, syn: bool) -> Frame {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([192, 0, 2, 1], [203, 0, 113, 10], 64)
+            .tcp(cport, 80, 1000, 64240);
+        let b = if syn { b.syn() } else { b.ack(1) };
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        Frame::from_bytes(&out)
+    }
+
+    /// Where a forwarded segment goes (DR: the dest's address is the next hop).
+    fn next_hop(v: Verdict) -> Option<IpAddr> {
+        match v {
+            Verdict::Transmit { next_hop } => Some(next_hop),
+            _ => None,
+        }
+    }
+
+    fn saved(shared: &Shared) -> Vec<(String, Vec<(IpAddr, u32)>)> {
+        let dp = lock(&shared.dp);
+        dp.director()
+            .services()
+            .iter()
+            .map(|v| {
+                (
+                    config::service_name(&v.spec.key),
+                    v.dests
+                        .iter()
+                        .map(|d| (d.dest.addr, d.dest.weight))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    const RULES: &str = "-A -t 203.0.113.10:80 -s rr\n\
+                         -a -t 203.0.113.10:80 -r 198.51.100.11:80 -g -w 1\n";
+
+    #[test]
+    fn sighup_applies_files_atomically_and_keeps_the_connection_table() {
+        let d = Dir::new("unit");
+        let config = d.write("rvsd.toml", "timeout_tcp = 600\n");
+        let rules = d.write("rules", RULES);
+        let a = args(config.clone(), rules.clone());
+        let mut running = load_config(a.config.as_deref(), &a.sets).unwrap();
+        let director = config::build_director(&running, a.rules.as_deref()).unwrap();
+        let dp = Dataplane::new(
+            director,
+            DataplaneConfig {
+                addrs: vec!["198.51.100.1".parse().unwrap()],
+                ..DataplaneConfig::default()
+            },
+        );
+        let shared = Shared::new(dp);
+        let _ = shared
+            .health
+            .set(Arc::new(HealthState::new(running.health_checks.clone())));
+        let mut extra = Vec::new();
+        // A connection to the one dest.
+        let mut f = segment(40000, true);
+        let v = lock(&shared.dp).process(&mut f, shared.now(), &mut extra);
+        assert_eq!(next_hop(v), Some("198.51.100.11".parse().unwrap()));
+        assert_eq!(lock(&shared.dp).director().conns().len(), 1);
+        let g0 = shared.rules_generation.load(Ordering::SeqCst);
+
+        // Good files: a second dest, other settings, a policy.
+        std::fs::write(
+            &rules,
+            format!("{RULES}-a -t 203.0.113.10:80 -r 198.51.100.12:80 -g -w 2\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            &config,
+            "timeout_tcp = 300\n[service.\"tcp/203.0.113.10:80\"]\nexpired_reply = \"icmp\"\n",
+        )
+        .unwrap();
+        let summary = try_reload(&a, &shared, &mut running).unwrap();
+        assert!(summary.contains("1 rule changes"), "{summary}");
+        assert!(
+            shared.rules_generation.load(Ordering::SeqCst) > g0,
+            "claims follow"
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            saved(&shared),
+            vec![(
+                "tcp/203.0.113.10:80".to_owned(),
+                vec![(ip("198.51.100.11"), 1), (ip("198.51.100.12"), 2)]
+            )]
+        );
+        {
+            let dp = lock(&shared.dp);
+            let s = dp.settings();
+            assert_eq!(
+                (s.timeouts.tcp, s.timeouts.udp),
+                (300, 77),
+                "file, then --set"
+            );
+            let svc = dp.director().services()[0].id;
+            assert_eq!(dp.director().expired_reply(svc), ExpiredReply::Icmp);
+            assert_eq!(dp.director().conns().len(), 1, "the table is kept");
+        }
+        // The existing connection still goes to its dest.
+        let mut f = segment(40000, false);
+        let v = lock(&shared.dp).process(&mut f, shared.now(), &mut extra);
+        assert_eq!(next_hop(v), Some(ip("198.51.100.11")));
+        // A new one may go to either (rr): the new dest is in the scheduler.
+        let hops: Vec<_> = (0..2)
+            .map(|i| {
+                let mut f = segment(41000 + i, true);
+                next_hop(lock(&shared.dp).process(&mut f, shared.now(), &mut extra))
+            })
+            .collect();
+        assert!(hops.contains(&Some(ip("198.51.100.12"))), "{hops:?}");
+
+        // Broken files change nothing: a bad config line, a bad rule, a hash seed change.
+        let before = saved(&shared);
+        let settings_before = lock(&shared.dp).settings().clone();
+        let g1 = shared.rules_generation.load(Ordering::SeqCst);
+        std::fs::write(
+            &config,
+            "timeout_tcp = 30\n\n[service.\"tcp/203.0.113.10:80\"]\nbogus = 1\n",
+        )
+        .unwrap();
+        std::fs::write(&rules, "-A -t 203.0.113.20:80 -s rr\n").unwrap();
+        let e = try_reload(&a, &shared, &mut running)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4") && e.contains("bogus"), "{e}");
+        std::fs::write(&config, "timeout_tcp = 30\n").unwrap();
+        std::fs::write(
+            &rules,
+            format!("{RULES}-a -t 203.0.113.10:80 -r 198.51.100.13:80 -g -w 70000\n"),
+        )
+        .unwrap();
+        let e = try_reload(&a, &shared, &mut running)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        std::fs::write(&config, "timeout_tcp = 30\nhash_seed = 7\n").unwrap();
+        std::fs::write(&rules, RULES).unwrap();
+        let e = try_reload(&a, &shared, &mut running)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hash_seed"), "{e}");
+        assert_eq!(saved(&shared), before);
+        assert_eq!(*lock(&shared.dp).settings(), settings_before);
+        assert_eq!(shared.rules_generation.load(Ordering::SeqCst), g1);
+        assert_eq!(running.settings.timeouts.tcp, 300);
+
+        // The dest of the connection leaves the rules: the connection lives on (dest trash);
+        // the policy leaves the config: the service falls back to the setting.
+        std::fs::write(&config, "").unwrap();
+        std::fs::write(
+            &rules,
+            "-A -t 203.0.113.10:80 -s rr\n-a -t 203.0.113.10:80 -r 198.51.100.12:80 -g -w 2\n",
+        )
+        .unwrap();
+        try_reload(&a, &shared, &mut running).unwrap();
+        let dp = lock(&shared.dp);
+        assert_eq!(dp.director().conns().len(), 3, "no connection was dropped");
+        let svc = dp.director().services()[0].id;
+        assert_eq!(dp.director().expired_reply(svc), ExpiredReply::Rst);
+        assert_eq!(dp.director().services()[0].dests.len(), 1);
+    }
+
+    #[test]
+    fn a_reload_holds_a_down_dest_out_of_service() {
+        let d = Dir::new("health");
+        let check = "[health_check.\"tcp/203.0.113.10:80\"]\nkind = \"tcp\"\nfall = 1\n";
+        let config = d.write("rvsd.toml", check);
+        let rules = d.write("rules", RULES);
+        let a = args(config, rules.clone());
+        let mut running = load_config(a.config.as_deref(), &a.sets).unwrap();
+        let director = config::build_director(&running, a.rules.as_deref()).unwrap();
+        let shared = Shared::new(Dataplane::new(director, DataplaneConfig::default()));
+        let state = Arc::new(HealthState::new(running.health_checks.clone()));
+        let _ = shared.health.set(Arc::clone(&state));
+        let now = shared.now();
+        let job = {
+            let mut dp = lock(&shared.dp);
+            state.reconcile(dp.director_mut(), now, false);
+            let jobs = state.due(Instant::now() + Duration::from_secs(60), 8);
+            assert_eq!(jobs.len(), 1);
+            jobs.into_iter().next().unwrap()
+        };
+        // The probe fails: 198.51.100.11 is quiesced.
+        let out = state.record(lock(&shared.dp).director_mut(), now, job.failed("refused"));
+        assert_eq!(out.events.len(), 1);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(saved(&shared)[0].1, vec![(ip("198.51.100.11"), 0)]);
+        // The rules still say weight 1 (and now 4): the reload keeps it at 0, remembering 4.
+        std::fs::write(&rules, RULES.replace("-w 1", "-w 4")).unwrap();
+        try_reload(&a, &shared, &mut running).unwrap();
+        assert_eq!(saved(&shared)[0].1, vec![(ip("198.51.100.11"), 0)]);
+        // And an operator's edit through the control socket is held the same way.
+        let edit = rvs_api::Request::EditDest {
+            service: rvs_api::ServiceAddr {
+                protocol: rvs_api::Protocol::Tcp,
+                addr: ip("203.0.113.10"),
+                port: 80,
+            },
+            dest: rvs_api::DestConfig {
+                addr: ip("198.51.100.11"),
+                port: 80,
+                fwd: rvs_api::FwdMethod::Route,
+                weight: 9,
+                u_threshold: 0,
+                l_threshold: 0,
+            },
+        };
+        assert_eq!(control::handle(&shared, edit), Ok(rvs_api::Reply::Done));
+        assert_eq!(saved(&shared)[0].1, vec![(ip("198.51.100.11"), 0)]);
+        // Removing the check gives the dest back its latest weight.
+        std::fs::write(a.config.as_ref().unwrap(), "").unwrap();
+        try_reload(&a, &shared, &mut running).unwrap();
+        assert_eq!(saved(&shared)[0].1, vec![(ip("198.51.100.11"), 9)]);
+    }
+}

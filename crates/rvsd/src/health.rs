@@ -122,6 +122,18 @@ pub(crate) struct Job {
     timeout: Duration,
 }
 
+#[cfg(test)]
+impl Job {
+    /// This probe's result, failed for `why` (tests).
+    pub(crate) fn failed(&self, why: &str) -> Done {
+        Done {
+            target: self.target,
+            epoch: self.epoch,
+            outcome: Err(why.to_owned()),
+        }
+    }
+}
+
 /// A probe's result.
 #[derive(Debug, Clone)]
 pub(crate) struct Done {
