@@ -26,6 +26,8 @@ pub struct RvsdOpts {
     pub sets: Vec<(String, String)>,
     /// `--workers N` (default: rvsd's own default, the number of CPUs).
     pub workers: Option<usize>,
+    /// A configuration file's text (TOML, written to a file passed with `--config`).
+    pub config: Option<String>,
 }
 
 /// How `rvsd` ended.
@@ -44,6 +46,7 @@ pub struct Rvsd<'lab> {
     netns: Netns,
     socket: String,
     rules_path: PathBuf,
+    config_path: Option<PathBuf>,
 }
 
 /// The ipvsadm-save rules of one service on `vip:port` over the lab's three dests, each with
@@ -89,6 +92,16 @@ impl<'lab> Rvsd<'lab> {
             "--rules".into(),
             rules_path.to_string_lossy().into_owned(),
         ];
+        let config_path = match &opts.config {
+            Some(text) => {
+                let p = std::env::temp_dir().join(format!("{}-rvsd.toml", lab.lab().prefix()));
+                std::fs::write(&p, text).map_err(|e| io("writing the configuration", e))?;
+                args.push("--config".into());
+                args.push(p.to_string_lossy().into_owned());
+                Some(p)
+            }
+            None => None,
+        };
         if let Some(w) = opts.workers {
             args.push("--workers".into());
             args.push(w.to_string());
@@ -104,6 +117,7 @@ impl<'lab> Rvsd<'lab> {
             netns: Netns::named(&lab.director_netns()?),
             socket: "rvsd".to_owned(),
             rules_path,
+            config_path,
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -166,6 +180,45 @@ impl<'lab> Rvsd<'lab> {
         }
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Rewrite its rules file (and its configuration file, if it was started with one) and
+    /// send SIGHUP, as `systemctl reload` does. Returns once the signal is sent; the reload
+    /// itself is rvsd's business (watch its listing, or its log after [`Rvsd::stop`]).
+    pub fn reload(&self, rules: Option<&str>, config: Option<&str>) -> Result<()> {
+        let io = |what: &str, e: std::io::Error| LabError::Io {
+            cmd: what.to_owned(),
+            source: e,
+        };
+        if let Some(r) = rules {
+            std::fs::write(&self.rules_path, r).map_err(|e| io("writing rules", e))?;
+        }
+        if let Some(c) = config {
+            let p = self.config_path.as_ref().ok_or_else(|| {
+                io(
+                    "reload",
+                    std::io::Error::other("rvsd was started without a configuration file"),
+                )
+            })?;
+            std::fs::write(p, c).map_err(|e| io("writing the configuration", e))?;
+        }
+        let pid = self
+            .pid()
+            .ok_or_else(|| io("reload", std::io::Error::other("rvsd is not running")))?;
+        let st = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .map_err(|e| io("kill -HUP", e))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(io("kill -HUP", std::io::Error::other(format!("{st}"))))
+        }
+    }
+
     /// Stop it with SIGTERM and return how it ended (killed after 10 s if it does not stop).
     pub fn stop(mut self) -> Result<RvsdExit> {
         self.stop_inner()
@@ -173,6 +226,9 @@ impl<'lab> Rvsd<'lab> {
 
     fn stop_inner(&mut self) -> Result<RvsdExit> {
         let _ = std::fs::remove_file(&self.rules_path);
+        if let Some(p) = &self.config_path {
+            let _ = std::fs::remove_file(p);
+        }
         let Some(child) = self.child.take() else {
             return Ok(RvsdExit {
                 code: None,

@@ -341,7 +341,6 @@ fn serve(
     let checker = match shared.health.get() {
         Some(h) if h.checked_services() > 0 => {
             info!(
-                services = h.checked_services(),
                 "health checks: checking the dests of {} services",
                 h.checked_services()
             );

@@ -230,6 +230,7 @@ fn vip_less_director_balances_and_resets_from_the_vip() {
             rules,
             sets: vec![("timeout_tcp".into(), "2".into())],
             workers: Some(2),
+            ..RvsdOpts::default()
         };
         let d = Rvsd::start(&lab, rvsd_bin(), &opts).unwrap();
         assert_eq!(ten_gets(&lab, family), 10, "{family:?}");
