@@ -45,8 +45,18 @@ fn run(mode: Mode, fam: Family) {
     eprintln!("rvsd exit: {:?}\n{}", exit.code, exit.stderr);
     assert_eq!(counts.values().sum::<i32>(), 30);
     assert_eq!(c.workers.len(), 2);
-    assert_eq!(c.workers.iter().map(|w| w.frames).sum::<u64>(), c.rx, "{:?}", c.workers);
-    assert_eq!(c.workers.iter().map(|w| w.tcp_syn).sum::<u64>(), 30, "{:?}", c.workers);
+    assert_eq!(
+        c.workers.iter().map(|w| w.frames).sum::<u64>(),
+        c.rx,
+        "{:?}",
+        c.workers
+    );
+    assert_eq!(
+        c.workers.iter().map(|w| w.tcp_syn).sum::<u64>(),
+        30,
+        "{:?}",
+        c.workers
+    );
     assert!(!counts.contains_key("ERR"));
 }
 #[test]
