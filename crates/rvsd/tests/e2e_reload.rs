@@ -2,7 +2,7 @@
 //! the director must also claim the new dest's replies) and a changed configuration file
 //! changes settings, while an established connection keeps flowing through the reload; a
 //! broken configuration or rules file is refused with its line and reason and everything
-//! stays as it was.
+//! stays as it was. The daemon logs JSON lines, as `[log] format = "json"` asks.
 //!
 //! Needs root: without it the test prints `SKIPPED` and passes, unless `RVS_E2E=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -15,6 +15,9 @@ use rvs_api::{Reply, Request, Timeouts};
 use rvs_lab::{DirectorLab, DirectorLabOpts, Family, Mode, Rvsd, RvsdOpts, or_skip};
 
 const T: Duration = Duration::from_secs(5);
+
+/// Logs as JSON lines.
+const JSON_LOG: &str = "[log]\nformat = \"json\"\n";
 
 /// The dests of the one service, with their weights.
 fn dests(d: &Rvsd<'_>) -> Vec<(IpAddr, u32)> {
@@ -71,7 +74,7 @@ fn sighup_adds_a_dest_keeps_connections_and_refuses_broken_files() {
     };
     let opts = RvsdOpts {
         rules: rules(2),
-        config: Some("timeout_tcp = 900\n".into()),
+        config: Some(format!("timeout_tcp = 900\n{JSON_LOG}")),
         workers: Some(2),
         ..RvsdOpts::default()
     };
@@ -82,7 +85,8 @@ fn sighup_adds_a_dest_keeps_connections_and_refuses_broken_files() {
     assert_eq!(dests(&d), vec![(rip(0), 1), (rip(1), 1)]);
 
     // A third dest and new settings.
-    let good = "timeout_tcp = 600\ntimeout_udp = 60\n";
+    let good = format!("timeout_tcp = 600\ntimeout_udp = 60\n{JSON_LOG}");
+    let good = good.as_str();
     d.reload(Some(&rules(3)), Some(good)).unwrap();
     wait_for("the third dest", || dests(&d).len() == 3);
     assert_eq!(
@@ -148,8 +152,19 @@ fn sighup_adds_a_dest_keeps_connections_and_refuses_broken_files() {
     let exit = d.stop().unwrap();
     let log = &exit.stderr;
     assert_eq!(exit.code, Some(0), "{log}");
+    // `[log] format = "json"`: one JSON object per line, the message in `fields.message`.
+    let messages: Vec<String> = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert!(v["level"].is_string(), "{l}");
+            v["fields"]["message"].as_str().unwrap().to_owned()
+        })
+        .collect();
     let lines = |needle: &str| {
-        log.lines()
+        messages
+            .iter()
             .filter(|l| l.contains(needle))
             .collect::<Vec<_>>()
     };
