@@ -359,14 +359,23 @@ fn balance(mode: Mode, fam: Family) {
     });
     let x = held_dest.unwrap();
     let x_name = lab.dest_name(x).unwrap();
-    let active: Vec<u32> = d
-        .service(svc)
-        .dests
-        .iter()
-        .map(|e| e.active_conns)
-        .collect();
-    d.check(active.iter().sum::<u32>() == 1, || {
-        format!("wlc: active connections per dest {active:?}, expected exactly the held one")
+    // Exactly the held connection is active (the last GETs' closing segments may still be on
+    // their way through the director: wait for them).
+    let x_rip = lab.addrs().dests[x].get(fam);
+    let mut active: Vec<(IpAddr, u32)> = Vec::new();
+    let one = wait_for(DEADLINE, || {
+        active = d
+            .service(svc)
+            .dests
+            .iter()
+            .map(|e| (e.config.addr, e.active_conns))
+            .collect();
+        active.iter().map(|(_, n)| n).sum::<u32>() == 1
+    });
+    d.check(one && active.contains(&(x_rip, 1)), || {
+        format!(
+            "wlc: active connections per dest {active:?}, expected exactly the held one on {x_name} ({x_rip})"
+        )
     });
     let counts = gets(&mut d, &client, vip, 60, "wlc");
     d.check(
@@ -1009,12 +1018,11 @@ fn dest_deleted(mode: Mode, fam: Family, in_time: bool) {
                     "with dest_trash_timeout=0 the re-added {dest} is a new dest, yet the transfer went on ({at_readd} -> {got} bytes, reader finished: {completed})"
                 )
             });
+            // Not asserted: whether the dest probed again within those 10 s depends on its
+            // retransmission backoff.
             let still = drop_count(&d.counters(), "dest_unavailable") - before;
-            d.check(still > dropped, || {
-                format!("after the re-add no more dest_unavailable drops ({dropped} -> {still})")
-            });
             eprintln!(
-                "{what}: {dest} deleted at {at_readd} bytes, stalled at {got} after the re-add, as expected"
+                "{what}: {dest} deleted at {at_readd} bytes, stalled at {got} after the re-add, as expected ({dropped} -> {still} dest_unavailable drops)"
             );
             return;
         }
