@@ -335,8 +335,6 @@ fn serve(
     nft: &mut NftTable,
 ) -> Result<()> {
     let shared = &ws.shared;
-    let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
-        .with_context(|| format!("control socket @{}", args.socket))?;
     let mut handles: Vec<JoinHandle<Vec<(String, RingStats)>>> = Vec::new();
     let mut worker_stats = Vec::new();
     // One fanout group per interface, unique to this process.
@@ -379,6 +377,11 @@ fn serve(
         io: Arc::clone(&ws.counters),
         workers: worker_stats,
     });
+    // The control socket last: its first answer tells that the director is ready, and until
+    // every packet socket is attached, what the nftables table claims would be lost (a UDP
+    // datagram sent right after start has no retransmission to recover it).
+    let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
+        .with_context(|| format!("control socket @{}", args.socket))?;
     info!(
         interfaces = ?args.interfaces,
         workers,
