@@ -336,8 +336,6 @@ fn serve(
     mut running: Config,
 ) -> Result<()> {
     let shared = &ws.shared;
-    let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
-        .with_context(|| format!("control socket @{}", args.socket))?;
     let checker = match shared.health.get() {
         Some(h) if h.checked_services() > 0 => {
             info!(
@@ -395,6 +393,11 @@ fn serve(
         io: Arc::clone(&ws.counters),
         workers: worker_stats,
     });
+    // The control socket last: its first answer tells that the director is ready, and until
+    // every packet socket is attached, what the nftables table claims would be lost (a UDP
+    // datagram sent right after start has no retransmission to recover it).
+    let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
+        .with_context(|| format!("control socket @{}", args.socket))?;
     info!(
         interfaces = ?args.interfaces,
         workers,
