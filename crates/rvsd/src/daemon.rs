@@ -44,6 +44,7 @@ use crate::host::nft::{Claims, NftTable};
 use crate::host::route::{self, Resolution, Resolver};
 use crate::io::ring::RingStats;
 use crate::io::{PacketSocket, RingOpts, Tap, offload, wait_readable};
+use crate::metrics::{self, Listen};
 use crate::replay::{Config, load_config, parse_set, usage};
 
 /// Command line of the daemon (`rvsd --interface IF ...`).
@@ -74,6 +75,9 @@ pub(crate) struct RunArgs {
     /// Name of the nftables table (netdev family) that claims the director's traffic.
     #[arg(long, default_value = crate::host::nft::DEFAULT_TABLE, value_name = "NAME")]
     pub(crate) nft_table: String,
+    /// Prometheus metrics listener (`GET /metrics`): ADDR:PORT, or `off`.
+    #[arg(long, default_value = crate::metrics::DEFAULT_LISTEN, value_name = "ADDR|off")]
+    pub(crate) metrics: crate::metrics::Listen,
 }
 
 /// Most frames a worker takes from one ring per burst.
@@ -153,24 +157,32 @@ impl IoStats {
     /// Copy the counters into a `Counters` reply.
     pub(crate) fn fill(&self, c: &mut rvs_api::Counters) {
         c.io = self
-            .io
-            .snapshot()
+            .counters()
             .into_iter()
             .map(|(name, count)| rvs_api::NamedCount {
                 name: name.to_owned(),
                 count,
             })
             .collect();
+        c.workers = self.worker_counters();
+    }
+
+    /// Name and value of every I/O counter.
+    pub(crate) fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.io.snapshot()
+    }
+
+    /// Each worker's counters, in worker order.
+    pub(crate) fn worker_counters(&self) -> Vec<rvs_api::WorkerCounters> {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        c.workers = self
-            .workers
+        self.workers
             .iter()
             .map(|w| rvs_api::WorkerCounters {
                 frames: l(&w.frames),
                 tcp_syn: l(&w.tcp_syn),
                 icmp_errors: l(&w.icmp_errors),
             })
-            .collect();
+            .collect()
     }
 }
 
@@ -337,6 +349,13 @@ fn serve(
     let shared = &ws.shared;
     let control = control::serve(&args.socket, Arc::clone(shared), Arc::clone(&ws.stop))
         .with_context(|| format!("control socket @{}", args.socket))?;
+    let metrics = match args.metrics {
+        Listen::On(addr) => Some(
+            metrics::serve(addr, Arc::clone(shared), Arc::clone(&ws.stop))
+                .with_context(|| format!("metrics listener {addr}"))?,
+        ),
+        Listen::Off => None,
+    };
     let mut handles: Vec<JoinHandle<Vec<(String, RingStats)>>> = Vec::new();
     let mut worker_stats = Vec::new();
     // One fanout group per interface, unique to this process.
@@ -383,6 +402,7 @@ fn serve(
         interfaces = ?args.interfaces,
         workers,
         socket = %format!("@{}", args.socket),
+        metrics = %args.metrics,
         tap = %args.tap,
         nft_table = %args.nft_table,
         "rvsd: running"
@@ -456,6 +476,9 @@ fn serve(
         }
     }
     let _ = control.join();
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
     outcome
 }
 

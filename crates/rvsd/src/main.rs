@@ -7,6 +7,7 @@ mod daemon;
 mod host;
 mod inspect;
 mod io;
+mod metrics;
 mod replay;
 
 use std::path::PathBuf;
