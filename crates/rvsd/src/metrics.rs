@@ -128,7 +128,7 @@ const MAX_HEAD_BYTES: usize = 8192;
 /// How long a client may take to send its whole request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a client may take to read the response.
+/// How long a client may take to read the whole response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the accept loop looks at the stop flag.
@@ -469,7 +469,7 @@ const IO_HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// The six counters of a stats block, as (service or dest) families take them.
+/// The prefix of the service or dest families, and how their help texts name the subject.
 struct StatFamilies {
     prefix: &'static str,
     what: &'static str,
@@ -1091,13 +1091,14 @@ fn dispatch(stream: TcpStream, source: &Arc<Source>, active: &Arc<AtomicUsize>, 
     if active.fetch_add(1, Ordering::AcqRel) >= limits.max_clients {
         // A fresh socket's buffer takes this small answer without blocking.
         let mut stream = stream;
-        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = respond(
+        let busy = b"busy, retry\n";
+        let _ = respond_len(
             &mut stream,
-            503,
-            "Service Unavailable",
+            (503, "Service Unavailable"),
             "text/plain",
-            b"busy\n",
+            busy,
+            busy.len(),
+            Duration::from_millis(100),
         );
         return;
     }
@@ -1214,7 +1215,6 @@ fn route(head: &[u8]) -> Route {
 }
 
 fn serve_client(mut stream: TcpStream, source: &Source, request_timeout: Duration) {
-    let _ = stream.set_write_timeout(Some(RESPONSE_TIMEOUT));
     let head = match read_head(&mut stream, request_timeout) {
         Ok(h) => h,
         Err(HeadError::Closed) => return,
@@ -1244,7 +1244,14 @@ fn serve_client(mut stream: TcpStream, source: &Source, request_timeout: Duratio
             let text = render(&Snapshot::take(&source.shared, source.start_time), None);
             // HEAD: the same head, Content-Length included, without the body.
             let body = if head { &b""[..] } else { text.as_bytes() };
-            respond_len(&mut stream, 200, "OK", CONTENT_TYPE, body, text.len())
+            respond_len(
+                &mut stream,
+                (200, "OK"),
+                CONTENT_TYPE,
+                body,
+                text.len(),
+                RESPONSE_TIMEOUT,
+            )
         }
         Route::MethodNotAllowed => respond(
             &mut stream,
@@ -1279,16 +1286,25 @@ fn respond(
     content_type: &str,
     body: &[u8],
 ) -> io::Result<()> {
-    respond_len(stream, status, reason, content_type, body, body.len())
+    respond_len(
+        stream,
+        (status, reason),
+        content_type,
+        body,
+        body.len(),
+        RESPONSE_TIMEOUT,
+    )
 }
 
+/// Write a response whose `Content-Length` is `len` (HEAD: the body is empty, the length the
+/// GET's), all of it within `timeout`.
 fn respond_len(
     stream: &mut TcpStream,
-    status: u16,
-    reason: &str,
+    (status, reason): (u16, &str),
     content_type: &str,
     body: &[u8],
     len: usize,
+    timeout: Duration,
 ) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
@@ -1298,8 +1314,26 @@ fn respond_len(
         head.push_str("Allow: GET, HEAD\r\n");
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)
+    // One deadline for the whole response, so that a client reading a byte at a time cannot
+    // hold its slot for long.
+    let deadline = Instant::now() + timeout;
+    for part in [head.as_bytes(), body] {
+        let mut rest = part;
+        while !rest.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            stream.set_write_timeout(Some(left))?;
+            match stream.write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
