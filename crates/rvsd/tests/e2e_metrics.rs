@@ -279,6 +279,34 @@ fn metrics_follow_the_traffic() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
+    // The live exposition passes Prometheus's linter (where promtool is installed; the unit
+    // test in metrics.rs insists on it under RVS_E2E=1).
+    let (_, _, body) = get(&ns, METRICS, "/metrics").unwrap();
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "promtool: {report}"
+        );
+    }
+
     // Only /metrics, only on loopback.
     let (status, ..) = get(&ns, METRICS, "/").unwrap();
     assert_eq!(status, 404);
