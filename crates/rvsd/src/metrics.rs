@@ -36,8 +36,8 @@
 //! | `rvs_build_info` | gauge | `version` | always 1 |
 //! | `process_start_time_seconds` | gauge | | when the daemon started, Unix time in seconds |
 //! | `rvs_service_connections_total` | counter | `service` | connections scheduled |
-//! | `rvs_service_active_connections` | gauge | `service` | established connections, summed over the service's dests |
-//! | `rvs_service_inactive_connections` | gauge | `service` | connections in other states, summed over its dests |
+//! | `rvs_service_active_connections` | gauge | `service` | active connections (ipvsadm's ActiveConn: in the handshake or established), summed over the service's dests |
+//! | `rvs_service_inactive_connections` | gauge | `service` | connections in other states (InActConn), summed over its dests |
 //! | `rvs_service_packets_total` | counter | `service`, `direction` | packets |
 //! | `rvs_service_bytes_total` | counter | `service`, `direction` | bytes (IP packet lengths) |
 //! | `rvs_service_connections_per_second` | gauge | `service` | connection rate (CPS) |
@@ -46,8 +46,8 @@
 //! | `rvs_dest_weight` | gauge | `service`, `dest`, `method` | weight (0: quiesced) |
 //! | `rvs_dest_overloaded` | gauge | `service`, `dest`, `method` | 1 above its upper connection threshold |
 //! | `rvs_dest_connections_total` | counter | `service`, `dest`, `method` | connections scheduled to it |
-//! | `rvs_dest_active_connections` | gauge | `service`, `dest`, `method` | established connections |
-//! | `rvs_dest_inactive_connections` | gauge | `service`, `dest`, `method` | connections in other states |
+//! | `rvs_dest_active_connections` | gauge | `service`, `dest`, `method` | active connections (ActiveConn) |
+//! | `rvs_dest_inactive_connections` | gauge | `service`, `dest`, `method` | connections in other states (InActConn) |
 //! | `rvs_dest_persistent_connections` | gauge | `service`, `dest`, `method` | persistence templates |
 //! | `rvs_dest_packets_total` | counter | `service`, `dest`, `method`, `direction` | packets |
 //! | `rvs_dest_bytes_total` | counter | `service`, `dest`, `method`, `direction` | bytes |
@@ -631,7 +631,9 @@ fn stat_families<'a, 'l>(
     w.family(
         &name,
         Kind::Gauge,
-        &format!("Established connections of {what}."),
+        &format!(
+            "Active connections of {what} (ipvsadm's ActiveConn: in the handshake or established)."
+        ),
     );
     for (l, _, _, active, _) in &rows {
         w.sample(&name, l, *active);
@@ -640,7 +642,7 @@ fn stat_families<'a, 'l>(
     w.family(
         &name,
         Kind::Gauge,
-        &format!("Connections of {what} in any state but established."),
+        &format!("Inactive connections of {what} (ipvsadm's InActConn: every other state)."),
     );
     for (l, _, _, _, inactive) in &rows {
         w.sample(&name, l, *inactive);
