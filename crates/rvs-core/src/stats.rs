@@ -82,8 +82,10 @@ impl Stats {
     /// Fold every whole interval elapsed since the last estimate into the averages.
     pub fn estimate(&mut self, now: Time) {
         let Some(last_time) = self.last_time else {
+            // The first interval starts now, but `last` stays at zero (the counters at
+            // creation or zeroing): traffic that came before this first call belongs to the
+            // first interval, as with IPVS, whose estimator starts with the counters.
             self.last_time = Some(now);
-            self.last = self.counters;
             return;
         };
         if now < last_time + EST_INTERVAL {
@@ -146,6 +148,20 @@ mod tests {
         assert_eq!(r.inbps, 10_000);
         assert_eq!(r.outpps, 0);
         assert_eq!(s.counters.conns, 8000);
+    }
+
+    #[test]
+    fn traffic_before_the_first_estimate_counts() {
+        let mut s = Stats::default();
+        for _ in 0..8 {
+            s.conn();
+            s.inbound(1000);
+        }
+        s.estimate(5 * SEC);
+        s.estimate(5 * SEC + EST_INTERVAL);
+        // 8 connections over one 2 s interval: 4/s, a quarter of it in the average.
+        assert_eq!(s.rates().cps, 1);
+        assert_eq!(s.rates().inbps, 1000);
     }
 
     #[test]

@@ -44,6 +44,7 @@ use crate::host::nft::{Claims, NftTable};
 use crate::host::route::{self, Resolution, Resolver};
 use crate::io::ring::RingStats;
 use crate::io::{PacketSocket, RingOpts, Tap, offload, wait_readable};
+use crate::metrics::{self, Listen};
 use crate::replay::parse_set;
 
 /// Command line of the daemon (`rvsd --interface IF ...`).
@@ -84,6 +85,10 @@ pub(crate) struct RunArgs {
     /// Name of the nftables table (netdev family) that claims the director's traffic.
     #[arg(long, default_value = crate::host::nft::DEFAULT_TABLE, value_name = "NAME")]
     pub(crate) nft_table: String,
+    /// Prometheus metrics listener (`GET /metrics`): ADDR:PORT, or `off`; overrides the config
+    /// file's `[metrics]` (default 127.0.0.1:9753).
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) metrics: Option<crate::metrics::Listen>,
 }
 
 /// Most frames a worker takes from one ring per burst.
@@ -163,24 +168,32 @@ impl IoStats {
     /// Copy the counters into a `Counters` reply.
     pub(crate) fn fill(&self, c: &mut rvs_api::Counters) {
         c.io = self
-            .io
-            .snapshot()
+            .counters()
             .into_iter()
             .map(|(name, count)| rvs_api::NamedCount {
                 name: name.to_owned(),
                 count,
             })
             .collect();
+        c.workers = self.worker_counters();
+    }
+
+    /// Name and value of every I/O counter.
+    pub(crate) fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.io.snapshot()
+    }
+
+    /// Each worker's counters, in worker order.
+    pub(crate) fn worker_counters(&self) -> Vec<rvs_api::WorkerCounters> {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        c.workers = self
-            .workers
+        self.workers
             .iter()
             .map(|w| rvs_api::WorkerCounters {
                 frames: l(&w.frames),
                 tcp_syn: l(&w.tcp_syn),
                 icmp_errors: l(&w.icmp_errors),
             })
-            .collect();
+            .collect()
     }
 }
 
@@ -351,6 +364,18 @@ fn serve(
         _ => None,
     };
     let mut checker = checker;
+    let listen = match args.metrics {
+        Some(l) => l,
+        None if running.metrics.enabled => Listen::On(running.metrics.listen),
+        None => Listen::Off,
+    };
+    let metrics = match listen {
+        Listen::On(addr) => Some(
+            metrics::serve(addr, Arc::clone(shared), Arc::clone(&ws.stop))
+                .with_context(|| format!("metrics listener {addr}"))?,
+        ),
+        Listen::Off => None,
+    };
     let mut handles: Vec<JoinHandle<Vec<(String, RingStats)>>> = Vec::new();
     let mut worker_stats = Vec::new();
     // One fanout group per interface, unique to this process.
@@ -402,6 +427,7 @@ fn serve(
         interfaces = ?args.interfaces,
         workers,
         socket = %format!("@{}", args.socket),
+        metrics = %listen,
         tap = %args.tap,
         nft_table = %args.nft_table,
         "rvsd: running"
@@ -486,6 +512,9 @@ fn serve(
         }
     }
     let _ = control.join();
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
     if let Some(c) = checker {
         let _ = c.join();
     }

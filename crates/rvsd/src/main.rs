@@ -9,6 +9,7 @@ mod health;
 mod host;
 mod inspect;
 mod io;
+mod metrics;
 mod replay;
 
 use std::path::PathBuf;
