@@ -940,6 +940,7 @@ mod tests {
             socket: "unused".into(),
             tap: "unused".into(),
             nft_table: "unused".into(),
+            metrics: None,
         }
     }
 

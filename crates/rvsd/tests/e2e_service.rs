@@ -74,6 +74,7 @@ impl<'lab> Daemon<'lab> {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             workers: Some(2),
+            ..RvsdOpts::default()
         };
         match Rvsd::start(lab, Path::new(env!("CARGO_BIN_EXE_rvsd")), &opts) {
             Ok(d) => Daemon {
