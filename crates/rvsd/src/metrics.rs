@@ -167,10 +167,6 @@ impl std::fmt::Display for Listen {
 
 /// One dest's health as the health checker sees it (`rvs_health_check_up`). The checker
 /// hands a list of these to [`render`]; without health checks there is none.
-#[allow(
-    dead_code,
-    reason = "built by the health checker, which lands separately; render reads it today"
-)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DestHealth {
     /// The service.
@@ -1240,7 +1236,18 @@ fn serve_client(mut stream: TcpStream, source: &Source, request_timeout: Duratio
     };
     let _ = match route(&head) {
         Route::Metrics { head } => {
-            let text = render(&Snapshot::take(&source.shared, source.start_time), None);
+            let snap = Snapshot::take(&source.shared, source.start_time);
+            let health = source.shared.health.get().map(|h| {
+                h.snapshot()
+                    .into_iter()
+                    .map(|v| DestHealth {
+                        service: v.target.service,
+                        dest: SocketAddr::new(v.target.addr, v.target.port),
+                        up: v.up,
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let text = render(&snap, health.as_deref());
             // HEAD: the same head, Content-Length included, without the body.
             let body = if head { &b""[..] } else { text.as_bytes() };
             respond_len(

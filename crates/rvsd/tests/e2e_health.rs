@@ -184,6 +184,22 @@ fn a_failing_dest_is_quiesced_or_removed_and_comes_back() {
     );
     // ...and the established one keeps flowing.
     kept.echo(b"still here", T).unwrap();
+    // The metrics show the state: the victim down in the echo service, the others up.
+    let m = metrics(&lab);
+    let victim_series = format!(
+        "rvs_health_check_up{{service=\"tcp/{}\",dest=\"{}\"}} 0",
+        std::net::SocketAddr::new(vip4, 7),
+        std::net::SocketAddr::new(rip4, 7)
+    );
+    assert!(
+        m.lines().any(|l| l == victim_series),
+        "{victim_series} in:\n{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("rvs_health_check_up{") && l.ends_with(" 1")),
+        "{m}"
+    );
 
     // It recovers: after `rise` checks it takes new connections again, with its weight.
     block(&lab, victim, false);
@@ -250,4 +266,20 @@ fn a_failing_dest_is_quiesced_or_removed_and_comes_back() {
         3,
         "only the victim and dest 1 went down:\n{log}"
     );
+}
+
+/// `GET /metrics` from inside the director's namespace (the listener is on its loopback).
+fn metrics(lab: &DirectorLab) -> String {
+    use std::io::{Read, Write};
+    let ns = rvs_lab::Netns::named(&lab.director_netns().unwrap());
+    ns.run(|| {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9753").unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
 }
