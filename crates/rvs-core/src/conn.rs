@@ -5,7 +5,8 @@
 //!
 //! Entries live in a slab (`Vec`) addressed by [`ConnId`] = slot index + generation, so an id kept
 //! after its entry is gone never reaches the slot's next occupant. Three index-only hash tables
-//! (`hashbrown::HashTable<u32>`, keys stay in the slab) find them:
+//! (`index::Index`: 64-byte buckets of eight tag + slot pairs, keys stay in the slab) find
+//! them:
 //!
 //! - **in** — `caddr:cport → vaddr:vport` of every connection (client packets, all methods);
 //! - **out** — `daddr:dport → caddr:cport` of NAT connections only (what a dest's replies carry);
@@ -39,7 +40,7 @@
 //! is refused ([`FullPolicy::Refuse`]) or evicts the entry *nearest to its expiry*
 //! ([`FullPolicy::EvictOldest`]): under a SYN flood that is a half-open SYN_RECV entry (60 s), not
 //! an ESTABLISHED one (900 s). Both are counted. The slab grows in steps of 1/16 up to `max`,
-//! never beyond; the hash tables double as hashbrown does.
+//! never beyond; the indexes double before they are three quarters full.
 //!
 //! # Templates pinned by their connections
 //!
@@ -54,11 +55,13 @@ use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::num::NonZeroU32;
 
-use hashbrown::HashTable;
 use rvs_wire::parse::FlowKey;
 
 use crate::proto::ConnState;
 use crate::types::{FwdMethod, Time};
+
+mod index;
+use index::{Index, prefetch};
 
 /// Width of one timer-wheel tick: 2^26 ns ≈ 67.1 ms.
 pub const TICK_NS: Time = 1 << TICK_SHIFT;
@@ -358,6 +361,17 @@ impl Entry {
     }
 }
 
+/// Prefetch every cache line of a slab entry.
+#[inline(always)]
+fn prefetch_entry(e: &Entry) {
+    let p: *const Entry = e;
+    prefetch(p);
+    prefetch(
+        p.cast::<u8>()
+            .wrapping_add(core::mem::size_of::<Entry>() - 1),
+    );
+}
+
 #[inline]
 fn make_id(index: u32, generation: u32) -> Option<ConnId> {
     if index == NIL {
@@ -500,9 +514,15 @@ impl KeyHasher {
     }
 }
 
+/// True when an index of `buckets` buckets is better rebuilt from its own buckets than from a
+/// scan of a slab of `slab` entries.
+fn ix_len_small(buckets: usize, slab: usize) -> bool {
+    buckets * index::WAYS * 8 < slab
+}
+
 /// Which index an operation is about.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Index {
+enum Which {
     In,
     Out,
     Template,
@@ -516,9 +536,9 @@ pub struct ConnTable {
     max: usize,
     policy: FullPolicy,
     hasher: KeyHasher,
-    idx_in: HashTable<u32>,
-    idx_out: HashTable<u32>,
-    idx_tpl: HashTable<u32>,
+    idx_in: Index,
+    idx_out: Index,
+    idx_tpl: Index,
     /// Live NO_CPORT connections (enables the cport-0 fallback lookup).
     no_cport: usize,
     /// Wheel list heads, allocated on first insert.
@@ -554,9 +574,9 @@ impl ConnTable {
             max: max.min(MAX_ENTRIES),
             policy,
             hasher: KeyHasher::new(seed),
-            idx_in: HashTable::new(),
-            idx_out: HashTable::new(),
-            idx_tpl: HashTable::new(),
+            idx_in: Index::new(),
+            idx_out: Index::new(),
+            idx_tpl: Index::new(),
             no_cport: 0,
             heads: Vec::new(),
             bits: Vec::new(),
@@ -630,12 +650,19 @@ impl ConnTable {
         }
         let key = Packed::new(&conn.key);
         let h = self.hasher.packed(&key);
-        let which = if template { Index::Template } else { Index::In };
+        let which = if template { Which::Template } else { Which::In };
         if let Some(i) = self.find(which, h, &key) {
             return Err(InsertError::Exists(self.id_of(i).ok_or(InsertError::Full)?));
         }
 
         let control = conn.control.and_then(|c| self.live_index(c));
+        // Room in the indexes first: growing rebuilds them from the live slab entries, which
+        // must not yet include this one.
+        self.reserve(which);
+        let masq = !template && conn.fwd == FwdMethod::Masq;
+        if masq {
+            self.reserve(Which::Out);
+        }
         let mut evicted = None;
         if self.len >= self.max {
             let victim = match self.policy {
@@ -706,7 +733,7 @@ impl ConnTable {
         let out_h = if in_out { self.hasher.entry_out(e) } else { 0 };
         self.index_insert(which, h, i);
         if in_out {
-            self.index_insert(Index::Out, out_h, i);
+            self.index_insert(Which::Out, out_h, i);
         }
         if no_cport {
             self.no_cport += 1;
@@ -728,19 +755,32 @@ impl ConnTable {
     /// back to a `NO_CPORT` connection when one exists.
     #[inline]
     pub fn lookup_in(&self, key: &FlowKey) -> Option<ConnId> {
-        let mut k = Packed::new(key);
-        let found = self.find(Index::In, self.hasher.packed(&k), &k);
+        let k = Packed::new(key);
+        let h = self.hasher.packed(&k);
+        self.lookup_in_packed(k, h)
+    }
+
+    /// [`ConnTable::lookup_in`] with the key's hash already computed by
+    /// [`ConnTable::key_hash`] (with any other value it may miss).
+    #[inline]
+    pub fn lookup_in_hashed(&self, key: &FlowKey, h: u64) -> Option<ConnId> {
+        self.lookup_in_packed(Packed::new(key), h)
+    }
+
+    #[inline]
+    fn lookup_in_packed(&self, mut k: Packed, h: u64) -> Option<ConnId> {
+        let found = self.find(Which::In, h, &k);
         match found {
             Some(i) => self.id_of(i),
             None if self.no_cport > 0 && k.sport != 0 => {
                 k.sport = 0;
                 let h = self.hasher.packed(&k);
-                let i = self.idx_in.find(h, |&i| {
+                let i = self.idx_in.find(h, |i| {
                     self.slab
                         .get(i as usize)
                         .is_some_and(|e| e.flags.contains(ConnFlags::NO_CPORT) && e.matches_in(&k))
                 })?;
-                self.id_of(*i)
+                self.id_of(i)
             }
             None => None,
         }
@@ -751,15 +791,70 @@ impl ConnTable {
     #[inline]
     pub fn lookup_out(&self, key: &FlowKey) -> Option<ConnId> {
         let k = Packed::new(key);
-        let i = self.find(Index::Out, self.hasher.packed(&k), &k)?;
+        let i = self.find(Which::Out, self.hasher.packed(&k), &k)?;
         self.id_of(i)
+    }
+
+    /// [`ConnTable::lookup_out`] with the key's hash already computed by
+    /// [`ConnTable::key_hash`].
+    #[inline]
+    pub fn lookup_out_hashed(&self, key: &FlowKey, h: u64) -> Option<ConnId> {
+        let k = Packed::new(key);
+        let i = self.find(Which::Out, h, &k)?;
+        self.id_of(i)
+    }
+
+    /// The hash a packet's key is indexed under: in the in index when the packet goes client →
+    /// VIP, in the out index when it goes dest → client (one function of the packet's key
+    /// serves both). A burst computes it once per packet, prefetches with it
+    /// ([`ConnTable::prefetch_in`], then [`ConnTable::prefetch_in_entries`]) and looks up with
+    /// it ([`ConnTable::lookup_in_hashed`]).
+    #[inline]
+    pub fn key_hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.packed(&Packed::new(key))
+    }
+
+    /// First stage of a burst lookup: start loading the in-index bucket of hash `h`.
+    #[inline]
+    pub fn prefetch_in(&self, h: u64) {
+        self.idx_in.prefetch(h);
+    }
+
+    /// First stage of a burst lookup: start loading the out-index bucket of hash `h` (nothing
+    /// when no NAT connection exists).
+    #[inline]
+    pub fn prefetch_out(&self, h: u64) {
+        self.idx_out.prefetch(h);
+    }
+
+    /// Second stage of a burst lookup: read the in-index bucket of `h` (prefetched by the
+    /// first stage) and start loading the entries its tag points to.
+    #[inline]
+    pub fn prefetch_in_entries(&self, h: u64) {
+        let slab = &self.slab;
+        self.idx_in.home_candidates(h, |i| {
+            if let Some(e) = slab.get(i as usize) {
+                prefetch_entry(e);
+            }
+        });
+    }
+
+    /// Second stage of a burst lookup in the out index (see [`ConnTable::prefetch_in_entries`]).
+    #[inline]
+    pub fn prefetch_out_entries(&self, h: u64) {
+        let slab = &self.slab;
+        self.idx_out.home_candidates(h, |i| {
+            if let Some(e) = slab.get(i as usize) {
+                prefetch_entry(e);
+            }
+        });
     }
 
     /// The persistence template with this key (templates only).
     #[inline]
     pub fn lookup_template(&self, key: &FlowKey) -> Option<ConnId> {
         let k = Packed::new(key);
-        let i = self.find(Index::Template, self.hasher.packed(&k), &k)?;
+        let i = self.find(Which::Template, self.hasher.packed(&k), &k)?;
         self.id_of(i)
     }
 
@@ -856,22 +951,22 @@ impl ConnTable {
             dport: e.vport,
         };
         if self
-            .find(Index::In, self.hasher.packed(&probe), &probe)
+            .find(Which::In, self.hasher.packed(&probe), &probe)
             .is_some()
         {
             return false;
         }
-        self.index_remove(Index::In, self.hasher.entry_in(&e), i);
+        self.index_remove(Which::In, self.hasher.entry_in(&e), i);
         if e.in_out_index() {
-            self.index_remove(Index::Out, self.hasher.entry_out(&e), i);
+            self.index_remove(Which::Out, self.hasher.entry_out(&e), i);
         }
         if let Some(slot) = self.slab.get_mut(i as usize) {
             slot.cport = cport;
             slot.flags = slot.flags.difference(ConnFlags::NO_CPORT);
         }
-        self.index_insert(Index::In, self.hasher.entry_in(&filled), i);
+        self.index_insert(Which::In, self.hasher.entry_in(&filled), i);
         if e.in_out_index() {
-            self.index_insert(Index::Out, self.hasher.entry_out(&filled), i);
+            self.index_insert(Which::Out, self.hasher.entry_out(&filled), i);
         }
         self.no_cport = self.no_cport.saturating_sub(1);
         true
@@ -938,53 +1033,84 @@ impl ConnTable {
     }
 
     #[inline]
-    fn find(&self, which: Index, h: u64, k: &Packed) -> Option<u32> {
+    fn index(&self, which: Which) -> &Index {
+        match which {
+            Which::In => &self.idx_in,
+            Which::Out => &self.idx_out,
+            Which::Template => &self.idx_tpl,
+        }
+    }
+
+    #[inline]
+    fn find(&self, which: Which, h: u64, k: &Packed) -> Option<u32> {
         let slab = &self.slab;
-        let found = match which {
-            Index::In => self.idx_in.find(h, |&i| {
-                slab.get(i as usize).is_some_and(|e| e.matches_in(k))
-            }),
-            Index::Template => self.idx_tpl.find(h, |&i| {
-                slab.get(i as usize).is_some_and(|e| e.matches_in(k))
-            }),
-            Index::Out => self.idx_out.find(h, |&i| {
+        match which {
+            Which::In | Which::Template => self
+                .index(which)
+                .find(h, |i| slab.get(i as usize).is_some_and(|e| e.matches_in(k))),
+            Which::Out => self.idx_out.find(h, |i| {
                 slab.get(i as usize).is_some_and(|e| e.matches_out(k))
             }),
-        };
-        found.copied()
+        }
     }
 
-    fn index_insert(&mut self, which: Index, h: u64, i: u32) {
-        let slab = &self.slab;
+    /// Make room in an index for one more entry (doubling it when it would pass its load
+    /// limit), before the entry is written to the slab.
+    fn reserve(&mut self, which: Which) {
+        if !self.index(which).needs_grow() {
+            return;
+        }
         let hasher = self.hasher;
-        match which {
-            Index::In => {
-                self.idx_in.insert_unique(h, i, |&j| {
-                    slab.get(j as usize).map_or(0, |e| hasher.entry_in(e))
-                });
+        let slab = &self.slab;
+        let ix = match which {
+            Which::In => &mut self.idx_in,
+            Which::Out => &mut self.idx_out,
+            Which::Template => &mut self.idx_tpl,
+        };
+        let hash = |e: &Entry| match which {
+            Which::In | Which::Template => hasher.entry_in(e),
+            Which::Out => hasher.entry_out(e),
+        };
+        let old = ix.reset(ix.grown());
+        if ix_len_small(old.len(), slab.len()) {
+            // Few entries: walk the old buckets.
+            for i in Index::slots_of(&old) {
+                if let Some(e) = slab.get(i as usize) {
+                    ix.insert(hash(e), i);
+                }
             }
-            Index::Template => {
-                self.idx_tpl.insert_unique(h, i, |&j| {
-                    slab.get(j as usize).map_or(0, |e| hasher.entry_in(e))
-                });
-            }
-            Index::Out => {
-                self.idx_out.insert_unique(h, i, |&j| {
-                    slab.get(j as usize).map_or(0, |e| hasher.entry_out(e))
-                });
+        } else {
+            // Many: walk the slab in order (sequential reads instead of one miss per entry).
+            for (i, e) in slab.iter().enumerate() {
+                let member = e.is_live()
+                    && match which {
+                        Which::In => !e.is_template(),
+                        Which::Out => e.in_out_index(),
+                        Which::Template => e.is_template(),
+                    };
+                if member && let Ok(i) = u32::try_from(i) {
+                    ix.insert(hash(e), i);
+                }
             }
         }
     }
 
-    fn index_remove(&mut self, which: Index, h: u64, i: u32) {
-        let table = match which {
-            Index::In => &mut self.idx_in,
-            Index::Out => &mut self.idx_out,
-            Index::Template => &mut self.idx_tpl,
-        };
-        if let Ok(entry) = table.find_entry(h, |&j| j == i) {
-            entry.remove();
+    /// Index entry `i` (live in the slab) under `h`; [`ConnTable::reserve`] made room.
+    fn index_insert(&mut self, which: Which, h: u64, i: u32) {
+        match which {
+            Which::In => self.idx_in.insert(h, i),
+            Which::Out => self.idx_out.insert(h, i),
+            Which::Template => self.idx_tpl.insert(h, i),
         }
+    }
+
+    fn index_remove(&mut self, which: Which, h: u64, i: u32) {
+        let table = match which {
+            Which::In => &mut self.idx_in,
+            Which::Out => &mut self.idx_out,
+            Which::Template => &mut self.idx_tpl,
+        };
+        table.remove(h, i);
     }
 
     /// A free slot: from the free list, or a new one (growing the slab by 1/16, up to `max`).
@@ -1015,11 +1141,11 @@ impl ConnTable {
         };
         let conn = e.decode();
         if e.is_template() {
-            self.index_remove(Index::Template, self.hasher.entry_in(&e), i);
+            self.index_remove(Which::Template, self.hasher.entry_in(&e), i);
         } else {
-            self.index_remove(Index::In, self.hasher.entry_in(&e), i);
+            self.index_remove(Which::In, self.hasher.entry_in(&e), i);
             if e.in_out_index() {
-                self.index_remove(Index::Out, self.hasher.entry_out(&e), i);
+                self.index_remove(Which::Out, self.hasher.entry_out(&e), i);
             }
             if e.flags.contains(ConnFlags::NO_CPORT) {
                 self.no_cport = self.no_cport.saturating_sub(1);
@@ -1640,6 +1766,57 @@ mod tests {
         d.control = Some(ti);
         let di = ins(&mut t, d);
         assert_eq!(t.get(di).unwrap().control, None);
+    }
+
+    /// Indexes grow by rebuilding from the slab (big index) or from their own buckets (a small
+    /// index beside a big slab: templates); every entry stays findable, by both lookups.
+    #[test]
+    fn index_growth_and_hashed_lookups() {
+        let mut t = table(20_000, FullPolicy::Refuse);
+        let mut ids = Vec::new();
+        for p in 0..5000u32 {
+            let mut c = nat((p & 0xffff) as u16, T0 + SEC);
+            c.key.src = IpAddr::V4(Ipv4Addr::from(0xc633_6400 + (p >> 16)));
+            if p % 3 == 0 {
+                c.fwd = FwdMethod::DirectRoute;
+            }
+            ids.push((ins(&mut t, c), c));
+            if p % 50 == 0 {
+                let mut tpl = c;
+                tpl.key.sport = 0;
+                tpl.key.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + p));
+                tpl.flags = ConnFlags::TEMPLATE;
+                tpl.state = ConnState::Template;
+                tpl.fwd = FwdMethod::Masq;
+                ids.push((ins(&mut t, tpl), tpl));
+            }
+        }
+        for (n, (id, c)) in ids.iter().enumerate() {
+            if n % 2 == 0 {
+                assert_eq!(t.remove(*id), Some(*c));
+            }
+        }
+        for (n, (id, c)) in ids.iter().enumerate() {
+            let live = n % 2 == 1;
+            let h = t.key_hash(&c.key);
+            if c.flags.contains(ConnFlags::TEMPLATE) {
+                assert_eq!(t.lookup_template(&c.key), live.then_some(*id));
+                continue;
+            }
+            t.prefetch_in(h);
+            t.prefetch_in_entries(h);
+            assert_eq!(t.lookup_in(&c.key), live.then_some(*id));
+            assert_eq!(t.lookup_in_hashed(&c.key, h), live.then_some(*id));
+            let o = c.out_key();
+            let ho = t.key_hash(&o);
+            t.prefetch_out(ho);
+            t.prefetch_out_entries(ho);
+            let want = (live && c.fwd == FwdMethod::Masq).then_some(*id);
+            assert_eq!(t.lookup_out(&o), want);
+            assert_eq!(t.lookup_out_hashed(&o, ho), want);
+            // The hash is trusted: one with other tag bits misses.
+            assert_eq!(t.lookup_in_hashed(&c.key, h ^ (1 << 63)), None);
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! - `RVS_BENCH_MODEL=0` — skip the table model (`dataplane/model/*`);
 //! - `RVS_BENCH_ICMP=0` — skip the ICMP benchmarks (`icmp/*`: errors forwarded by NAT and DR,
 //!   packet-too-big generated); `RVS_BENCH_ICMP=only` — run only those;
+//! - `RVS_BENCH_CLOCK=cpu` — time with this thread's CPU time instead of wall time (a shared,
+//!   loaded machine then steals less of the measurement; its cache and memory traffic still
+//!   does).
 //!
 //! (A huge-page allocator experiment measured for BENCHMARKS.md was left out of the committed
 //! bench: it needed `unsafe`, which the project keeps to the I/O layer.)
@@ -49,6 +52,7 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -59,6 +63,31 @@ use rvs_core::rules::parse_rules;
 use rvs_core::settings::Settings;
 use rvs_dataplane::{Dataplane, DataplaneConfig, Frame, Tx, Verdict};
 use rvs_wire::parse::{FlowKey, parse_ethernet};
+
+// ---- the clock ---------------------------------------------------------------------------------
+
+/// The clock of every measured loop: wall time, or with `RVS_BENCH_CLOCK=cpu` the CPU time of
+/// this thread, which leaves out the time other processes take from a shared machine (not their
+/// use of the caches and memory bus).
+fn clock() -> Duration {
+    static CPU: OnceLock<bool> = OnceLock::new();
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    if *CPU.get_or_init(|| std::env::var("RVS_BENCH_CLOCK").is_ok_and(|v| v == "cpu")) {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+        Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+    } else {
+        EPOCH.get_or_init(Instant::now).elapsed()
+    }
+}
+
+/// Criterion's `iter` on [`clock`]: time `iters` calls of `f`.
+fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
+    let start = clock();
+    for _ in 0..iters {
+        f();
+    }
+    clock() - start
+}
 
 // ---- fixtures -----------------------------------------------------------------------------
 
@@ -334,13 +363,13 @@ fn forward_loop(dp: &mut Dataplane, frames: &Frames, pos: &mut usize, iters: u64
     let mut extra: Vec<Tx> = Vec::new();
     let mask = frames.count() - 1;
     let mut i = *pos;
-    let start = Instant::now();
+    let start = clock();
     for _ in 0..iters {
         f.set(frames.get(i));
         black_box(dp.process(&mut f, NOW, &mut extra));
         i = (i + 1) & mask;
     }
-    let t = start.elapsed();
+    let t = clock() - start;
     *pos = i;
     t
 }
@@ -357,7 +386,7 @@ fn burst16(dp: &mut Dataplane, frames: &Frames, pos: &mut usize, iters: u64) -> 
     let mask = frames.count() - 1;
     let mut i = *pos;
     let bursts = iters.div_ceil(B as u64);
-    let start = Instant::now();
+    let start = clock();
     for _ in 0..bursts {
         for f in fs.iter_mut() {
             f.set(frames.get(i));
@@ -372,7 +401,7 @@ fn burst16(dp: &mut Dataplane, frames: &Frames, pos: &mut usize, iters: u64) -> 
             black_box(dp.process(f, NOW, &mut extra));
         }
     }
-    let t = start.elapsed();
+    let t = clock() - start;
     *pos = i;
     // Report per packet: criterion divides by `iters`; we ran `bursts * B` ≥ iters.
     t.mul_f64(iters as f64 / (bursts * B as u64) as f64)
@@ -405,7 +434,7 @@ fn syn_loop(
         let batch = left.min(k as u64);
         let now = st.now;
         let mut i = st.pos;
-        let start = Instant::now();
+        let start = clock();
         for _ in 0..batch {
             f.set(syns.get(i));
             black_box(dp.process(&mut f, now, &mut extra));
@@ -414,13 +443,13 @@ fn syn_loop(
                 i = 0;
             }
         }
-        total += start.elapsed();
+        total += clock() - start;
         st.pos = i;
         // Expire the batch (SYN_RECV lasts 60 s) so the next one meets the table at n again.
         st.now += 61 * SEC;
-        let start = Instant::now();
+        let start = clock();
         while dp.director_mut().expire(st.now) == EXPIRE_BUDGET {}
-        st.expiry += start.elapsed();
+        st.expiry += clock() - start;
         st.expired += batch;
         assert_eq!(
             dp.director().conns().len(),
@@ -677,23 +706,25 @@ fn bench_model(c: &mut Criterion, name: &str, n: usize, flows: &[usize]) {
     }
     let mut j = 0;
     g.bench_function(BenchmarkId::new("lookup_touch", name), |b| {
-        b.iter(|| {
-            let k = &draws[j & (DRAWS - 1)];
-            j += 1;
-            assert!(t.lookup(black_box(k), NOW));
+        b.iter_custom(|iters| {
+            timed(iters, || {
+                let k = &draws[j & (DRAWS - 1)];
+                j += 1;
+                assert!(t.lookup(black_box(k), NOW));
+            })
         })
     });
     let mut j = 0;
     g.bench_function(BenchmarkId::new("lookup_touch_burst16", name), |b| {
         b.iter_custom(|iters| {
             let bursts = iters.div_ceil(16);
-            let start = Instant::now();
+            let start = clock();
             for _ in 0..bursts {
                 let ks: &[model::Key; 16] = draws[j..j + 16].try_into().unwrap();
                 j = (j + 16) & (DRAWS - 1);
                 assert_eq!(t.lookup_burst(black_box(ks), NOW), 16);
             }
-            start.elapsed().mul_f64(iters as f64 / (bursts * 16) as f64)
+            (clock() - start).mul_f64(iters as f64 / (bursts * 16) as f64)
         })
     });
     g.finish();
@@ -770,10 +801,12 @@ fn bench_size(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng, syns: &Fra
                 let mut j = 0;
                 g.bench_function(BenchmarkId::new("conn_lookup_in", name), |b| {
                     let t = dp.director().conns();
-                    b.iter(|| {
-                        let k = &keys[j & (DRAWS - 1)];
-                        j += 1;
-                        black_box(t.lookup_in(black_box(k)))
+                    b.iter_custom(|iters| {
+                        timed(iters, || {
+                            let k = &keys[j & (DRAWS - 1)];
+                            j += 1;
+                            black_box(t.lookup_in(black_box(k)));
+                        })
                     })
                 });
                 drop(keys);
@@ -867,13 +900,13 @@ fn icmp_loop(dp: &mut Dataplane, frames: &[Vec<u8>], pos: &mut usize, iters: u64
     let mut extra: Vec<Tx> = Vec::new();
     let mask = frames.len() - 1;
     let mut i = *pos;
-    let start = Instant::now();
+    let start = clock();
     for _ in 0..iters {
         f.set(&frames[i]);
         black_box(dp.process(&mut f, NOW, &mut extra));
         i = (i + 1) & mask;
     }
-    let t = start.elapsed();
+    let t = clock() - start;
     *pos = i;
     t
 }
@@ -954,10 +987,12 @@ fn benches(c: &mut Criterion) {
         let mut f = Frame::with_capacity(2048);
         let mut i = 0;
         g.bench_function("frame_set_54B", |b| {
-            b.iter(|| {
-                f.set(frames.get(i));
-                i = (i + 1) & (DRAWS - 1);
-                black_box(f.data().as_ptr());
+            b.iter_custom(|iters| {
+                timed(iters, || {
+                    f.set(frames.get(i));
+                    i = (i + 1) & (DRAWS - 1);
+                    black_box(f.data().as_ptr());
+                })
             })
         });
         g.finish();
