@@ -602,10 +602,25 @@ impl Director {
         self.live(id, now)
     }
 
+    /// [`Director::conn_in_live`] with the key's hash from [`ConnTable::key_hash`] (a burst
+    /// computed it to prefetch).
+    #[inline]
+    pub fn conn_in_live_hashed(&mut self, key: &FlowKey, h: u64, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_in_hashed(key, h)?;
+        self.live(id, now)
+    }
+
     /// [`Director::conn_out`] with the same treatment of run-out timers.
     #[inline]
     pub fn conn_out_live(&mut self, key: &FlowKey, now: Time) -> Option<ConnId> {
         let id = self.conns.lookup_out(key)?;
+        self.live(id, now)
+    }
+
+    /// [`Director::conn_out_live`] with the key's hash from [`ConnTable::key_hash`].
+    #[inline]
+    pub fn conn_out_live_hashed(&mut self, key: &FlowKey, h: u64, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_out_hashed(key, h)?;
         self.live(id, now)
     }
 

@@ -13,16 +13,18 @@ use rvs_core::settings::{ExpiredReply, Settings};
 use rvs_core::types::{FwdMethod, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
 use rvs_wire::parse::{
-    FlowKey, IpInfo, Net, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
+    FlowKey, IpInfo, Net, ParsedFrame, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
 };
 
 use crate::frag::{self, FragDrop, FragKey, FragLimits, FragTracker, Reassembler};
 use crate::ratelimit::{DEFAULT_MAX_KEYS, KeyedLimiter, TokenBucket};
 
+mod burst;
 mod icmp;
 use crate::frame::Frame;
 use crate::verdict::{DropLog, DropLogger, DropReason, Tx, Verdict};
 use crate::xmit::{self, NatSide, TunnelOuter};
+pub use burst::BURST;
 pub use icmp::{IcmpCounters, IcmpOutcome, MIN_PMTU_V4, MIN_PMTU_V6, TUNNEL_PMTU_AGE};
 
 /// How the director sits on its (one) interface.
@@ -225,10 +227,25 @@ impl Dataplane {
     /// Process one frame received at `now`. The frame may be rewritten in place or replaced by a
     /// reply; additional frames to transmit are appended to `extra`.
     pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
+        let parsed = parse_ethernet(frame.data());
+        self.process_parsed(frame, parsed, None, now, extra)
+    }
+
+    /// [`Dataplane::process`] of a frame already parsed (`parsed` is `parse_ethernet` of its
+    /// bytes); `hash` is the connection table's hash of its flow key, when a burst computed it.
+    #[inline]
+    fn process_parsed(
+        &mut self,
+        frame: &mut Frame,
+        parsed: Result<ParsedFrame, rvs_wire::WireError>,
+        hash: Option<u64>,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
         self.counters.rx += 1;
         self.last_dest = None;
         self.now = now;
-        let parsed = match parse_ethernet(frame.data()) {
+        let parsed = match parsed {
             Ok(p) => p,
             // An ICMP message shorter than its 8-byte header is an ICMP drop, named as such.
             Err(
@@ -246,7 +263,7 @@ impl Dataplane {
         let Net::Ip(ip) = &parsed.net else {
             return self.local();
         };
-        let v = self.process_ip(frame, ip, now, extra);
+        let v = self.process_ip(frame, ip, hash, now, extra);
         match v {
             Verdict::Transmit { .. } => self.counters.forwarded += 1,
             Verdict::Reply { .. } => self.counters.generated += 1,
@@ -262,6 +279,7 @@ impl Dataplane {
         &mut self,
         frame: &mut Frame,
         ip: &IpInfo,
+        hash: Option<u64>,
         now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
@@ -282,10 +300,11 @@ impl Dataplane {
             _ => 0,
         };
         let len = ip.end() - ip.l3_offset;
-        if let Some(cid) = self.director.conn_in_live(&key, now) {
+        let h = hash.unwrap_or_else(|| self.director.conns().key_hash(&key));
+        if let Some(cid) = self.director.conn_in_live_hashed(&key, h, now) {
             return self.forward_in(frame, ip, cid, flags, len, now, extra);
         }
-        if let Some(cid) = self.director.conn_out_live(&key, now) {
+        if let Some(cid) = self.director.conn_out_live_hashed(&key, h, now) {
             return self.forward_out(frame, ip, cid, flags, len, now, extra);
         }
         let Some(svc) = self.director.find_service(ip.protocol, ip.dst, key.dport) else {
@@ -1072,7 +1091,7 @@ impl Dataplane {
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         self.refragment = true;
-        let v = self.process_ip(frame, ip, now, extra);
+        let v = self.process_ip(frame, ip, None, now, extra);
         self.refragment = false;
         v
     }
