@@ -84,8 +84,6 @@ pub const MAX_ENTRIES: usize = (u32::MAX - 1) as usize;
 const MIN_GROW: usize = 64;
 
 const META_C6: u8 = 1;
-const META_V6: u8 = 2;
-const META_D6: u8 = 4;
 const META_FWD_SHIFT: u32 = 4;
 
 #[inline]
@@ -225,24 +223,27 @@ pub struct ConnTableCounters {
     pub removed: u64,
 }
 
-/// One slab slot, 96 bytes. Free slots have an even generation and chain through `next`.
+/// One slab slot: one 64-byte cache line, so a lookup that hits reads one line of the slab.
+/// The VIP and the RIP are ids of the table's interned addresses ([`Addrs`]); the template
+/// bookkeeping that packets never read is in the parallel `cold` array. Free slots have an even
+/// generation and chain through `next`.
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct Entry {
     caddr: [u8; 16],
-    vaddr: [u8; 16],
-    daddr: [u8; 16],
     expires: Time,
-    /// Slot and generation of the controlling entry; `NIL` slot = none.
-    control: u32,
-    control_gen: u32,
     /// Odd while occupied.
     generation: u32,
-    /// Live entries whose `control` is this one.
-    n_control: u32,
+    /// Interned VIP (with its family).
+    vaddr: u32,
+    /// Interned RIP (with its family).
+    daddr: u32,
     dest: u32,
     /// Wheel list links (free list: `next`).
     prev: u32,
     next: u32,
+    /// Slot of the controlling entry (its generation is in `Cold`); `NIL` = none.
+    control: u32,
     cport: u16,
     vport: u16,
     dport: u16,
@@ -251,23 +252,30 @@ struct Entry {
     protocol: u8,
     state: ConnState,
     flags: ConnFlags,
-    /// Address families (`META_*`) and forwarding method.
+    /// Client address family (`META_C6`) and forwarding method.
     meta: u8,
+}
+
+/// The part of an entry that packets never read.
+#[derive(Clone, Copy, Default)]
+struct Cold {
+    /// Generation of the controlling entry.
+    control_gen: u32,
+    /// Live entries whose `control` is this one.
+    n_control: u32,
 }
 
 impl Entry {
     const VACANT: Entry = Entry {
         caddr: [0; 16],
-        vaddr: [0; 16],
-        daddr: [0; 16],
         expires: 0,
-        control: NIL,
-        control_gen: 0,
         generation: 0,
-        n_control: 0,
+        vaddr: NIL,
+        daddr: NIL,
         dest: 0,
         prev: NIL,
         next: NIL,
+        control: NIL,
         cport: 0,
         vport: 0,
         dport: 0,
@@ -286,16 +294,6 @@ impl Entry {
     #[inline]
     fn c6(&self) -> bool {
         self.meta & META_C6 != 0
-    }
-
-    #[inline]
-    fn v6(&self) -> bool {
-        self.meta & META_V6 != 0
-    }
-
-    #[inline]
-    fn d6(&self) -> bool {
-        self.meta & META_D6 != 0
     }
 
     #[inline]
@@ -318,58 +316,141 @@ impl Entry {
     }
 
     #[inline]
-    fn matches_in(&self, k: &Packed) -> bool {
+    fn matches_in(&self, k: &Packed, addrs: &Addrs) -> bool {
         self.cport == k.sport
             && self.vport == k.dport
             && self.protocol == k.protocol
             && self.caddr == k.src
-            && self.vaddr == k.dst
             && self.c6() == k.src6
-            && self.v6() == k.dst6
+            && addrs.is(self.vaddr, &k.dst, k.dst6)
     }
 
     #[inline]
-    fn matches_out(&self, k: &Packed) -> bool {
+    fn matches_out(&self, k: &Packed, addrs: &Addrs) -> bool {
         self.dport == k.sport
             && self.cport == k.dport
             && self.protocol == k.protocol
-            && self.daddr == k.src
             && self.caddr == k.dst
-            && self.d6() == k.src6
             && self.c6() == k.dst6
+            && addrs.is(self.daddr, &k.src, k.src6)
     }
 
     #[inline]
-    fn decode(&self) -> Conn {
+    fn decode(&self, addrs: &Addrs, cold: Cold) -> Conn {
         Conn {
             key: FlowKey {
                 protocol: self.protocol,
                 src: unpack(&self.caddr, self.c6()),
                 sport: self.cport,
-                dst: unpack(&self.vaddr, self.v6()),
+                dst: addrs.ip(self.vaddr),
                 dport: self.vport,
             },
-            daddr: unpack(&self.daddr, self.d6()),
+            daddr: addrs.ip(self.daddr),
             dport: self.dport,
             dest: self.dest,
             fwd: self.fwd(),
             state: self.state,
             flags: self.flags,
             expires: self.expires,
-            control: make_id(self.control, self.control_gen),
+            control: make_id(self.control, cold.control_gen),
         }
     }
 }
 
-/// Prefetch every cache line of a slab entry.
+/// An address in the slab's form: 16 bytes (IPv4 in the first four) and the family.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Addr {
+    bytes: [u8; 16],
+    v6: bool,
+}
+
+/// The VIPs and RIPs of the table's entries, each stored once and named by a `u32` id in the
+/// entries (there are as many as services and dests, not as connections), with a reference
+/// count per id; ids of unreferenced addresses are reused.
+#[derive(Default)]
+struct Addrs {
+    list: Vec<(Addr, u32)>,
+    ids: hashbrown::HashMap<Addr, u32>,
+    free: Vec<u32>,
+}
+
+impl Addrs {
+    /// True when id `id` is the address (`bytes`, `v6`).
+    #[inline]
+    fn is(&self, id: u32, bytes: &[u8; 16], v6: bool) -> bool {
+        self.list
+            .get(id as usize)
+            .is_some_and(|(a, _)| a.bytes == *bytes && a.v6 == v6)
+    }
+
+    /// The address of id `id` (an unspecified IPv4 address for an unknown id).
+    #[inline]
+    fn ip(&self, id: u32) -> IpAddr {
+        match self.list.get(id as usize) {
+            Some((a, _)) => unpack(&a.bytes, a.v6),
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+
+    /// The address of id `id` in slab form.
+    #[inline]
+    fn get(&self, id: u32) -> Addr {
+        self.list.get(id as usize).map_or(
+            Addr {
+                bytes: [0; 16],
+                v6: false,
+            },
+            |(a, _)| *a,
+        )
+    }
+
+    /// The id of `a`, taking one reference (interned on first use).
+    fn take(&mut self, a: Addr) -> u32 {
+        if let Some(&id) = self.ids.get(&a) {
+            if let Some((_, refs)) = self.list.get_mut(id as usize) {
+                *refs += 1;
+            }
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                if let Some(slot) = self.list.get_mut(id as usize) {
+                    *slot = (a, 1);
+                }
+                id
+            }
+            None => {
+                self.list.push((a, 1));
+                (self.list.len() - 1) as u32
+            }
+        };
+        self.ids.insert(a, id);
+        id
+    }
+
+    /// Drop one reference to id `id`; the last one frees it.
+    fn release(&mut self, id: u32) {
+        let Some((a, refs)) = self.list.get_mut(id as usize) else {
+            return;
+        };
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 {
+            self.ids.remove(a);
+            self.free.push(id);
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.list.capacity() * core::mem::size_of::<(Addr, u32)>()
+            + self.ids.allocation_size()
+            + self.free.capacity() * 4
+    }
+}
+
+/// Prefetch a slab entry (one cache line).
 #[inline(always)]
 fn prefetch_entry(e: &Entry) {
-    let p: *const Entry = e;
-    prefetch(p);
-    prefetch(
-        p.cast::<u8>()
-            .wrapping_add(core::mem::size_of::<Entry>() - 1),
-    );
+    prefetch(e);
 }
 
 #[inline]
@@ -488,24 +569,26 @@ impl KeyHasher {
     }
 
     #[inline]
-    fn entry_in(&self, e: &Entry) -> u64 {
+    fn entry_in(&self, e: &Entry, addrs: &Addrs) -> u64 {
+        let v = addrs.get(e.vaddr);
         self.tuple(
             e.protocol,
             &e.caddr,
             e.c6(),
             e.cport,
-            &e.vaddr,
-            e.v6(),
+            &v.bytes,
+            v.v6,
             e.vport,
         )
     }
 
     #[inline]
-    fn entry_out(&self, e: &Entry) -> u64 {
+    fn entry_out(&self, e: &Entry, addrs: &Addrs) -> u64 {
+        let d = addrs.get(e.daddr);
         self.tuple(
             e.protocol,
-            &e.daddr,
-            e.d6(),
+            &d.bytes,
+            d.v6,
             e.dport,
             &e.caddr,
             e.c6(),
@@ -531,6 +614,10 @@ enum Which {
 /// The bounded connection table (see the module documentation).
 pub struct ConnTable {
     slab: Vec<Entry>,
+    /// `Cold` part of each slab slot (same indexes).
+    cold: Vec<Cold>,
+    /// The VIPs and RIPs the entries name.
+    addrs: Addrs,
     free_head: u32,
     len: usize,
     max: usize,
@@ -569,6 +656,8 @@ impl ConnTable {
     pub fn new(max: usize, policy: FullPolicy, seed: u64) -> Self {
         ConnTable {
             slab: Vec::new(),
+            cold: Vec::new(),
+            addrs: Addrs::default(),
             free_head: NIL,
             len: 0,
             max: max.min(MAX_ENTRIES),
@@ -624,10 +713,12 @@ impl ConnTable {
         self.counters
     }
 
-    /// Heap bytes held by the table: slab capacity × entry size, the three hash tables' buckets
-    /// and control bytes, and the timer wheel.
+    /// Heap bytes held by the table: slab capacity × (entry + cold part), the interned
+    /// addresses, the three indexes' buckets, and the timer wheel.
     pub fn memory_bytes(&self) -> usize {
         self.slab.capacity() * core::mem::size_of::<Entry>()
+            + self.cold.capacity() * core::mem::size_of::<Cold>()
+            + self.addrs.memory_bytes()
             + self.idx_in.allocation_size()
             + self.idx_out.allocation_size()
             + self.idx_tpl.allocation_size()
@@ -692,6 +783,14 @@ impl ConnTable {
         }
 
         let (daddr, d6) = pack(conn.daddr);
+        let vaddr_id = self.addrs.take(Addr {
+            bytes: key.dst,
+            v6: key.dst6,
+        });
+        let daddr_id = self.addrs.take(Addr {
+            bytes: daddr,
+            v6: d6,
+        });
         let fwd_bits: u8 = match conn.fwd {
             FwdMethod::Masq => 0,
             FwdMethod::DirectRoute => 1,
@@ -701,19 +800,23 @@ impl ConnTable {
             (Some(ci), Some(id)) => (ci, id.generation.get()),
             _ => (NIL, 0),
         };
+        if let Some(c) = self.cold.get_mut(i as usize) {
+            *c = Cold {
+                control_gen,
+                n_control: 0,
+            };
+        }
         let Some(e) = self.slab.get_mut(i as usize) else {
             return Err(InsertError::Full);
         };
         let generation = e.generation.wrapping_add(1) | 1;
         *e = Entry {
             caddr: key.src,
-            vaddr: key.dst,
-            daddr,
+            vaddr: vaddr_id,
+            daddr: daddr_id,
             expires: conn.expires,
             control: control_idx,
-            control_gen,
             generation,
-            n_control: 0,
             dest: conn.dest,
             prev: NIL,
             next: NIL,
@@ -724,13 +827,14 @@ impl ConnTable {
             protocol: key.protocol,
             state: conn.state,
             flags: conn.flags,
-            meta: (u8::from(key.src6) * META_C6)
-                | (u8::from(key.dst6) * META_V6)
-                | (u8::from(d6) * META_D6)
-                | (fwd_bits << META_FWD_SHIFT),
+            meta: (u8::from(key.src6) * META_C6) | (fwd_bits << META_FWD_SHIFT),
         };
         let in_out = e.in_out_index();
-        let out_h = if in_out { self.hasher.entry_out(e) } else { 0 };
+        let out_h = if in_out {
+            self.hasher.entry_out(e, &self.addrs)
+        } else {
+            0
+        };
         self.index_insert(which, h, i);
         if in_out {
             self.index_insert(Which::Out, out_h, i);
@@ -738,7 +842,7 @@ impl ConnTable {
         if no_cport {
             self.no_cport += 1;
         }
-        if let Some(c) = self.slab.get_mut(control_idx as usize) {
+        if let Some(c) = self.cold.get_mut(control_idx as usize) {
             c.n_control = c.n_control.saturating_add(1);
         }
         self.file(i, conn.expires);
@@ -776,9 +880,9 @@ impl ConnTable {
                 k.sport = 0;
                 let h = self.hasher.packed(&k);
                 let i = self.idx_in.find(h, |i| {
-                    self.slab
-                        .get(i as usize)
-                        .is_some_and(|e| e.flags.contains(ConnFlags::NO_CPORT) && e.matches_in(&k))
+                    self.slab.get(i as usize).is_some_and(|e| {
+                        e.flags.contains(ConnFlags::NO_CPORT) && e.matches_in(&k, &self.addrs)
+                    })
                 })?;
                 self.id_of(i)
             }
@@ -862,7 +966,7 @@ impl ConnTable {
     #[inline]
     pub fn get(&self, id: ConnId) -> Option<Conn> {
         let i = self.live_index(id)?;
-        self.slab.get(i as usize).map(Entry::decode)
+        Some(self.decode(i))
     }
 
     /// The entry's expiry time, without decoding the rest; `None` when the id is stale.
@@ -941,13 +1045,14 @@ impl ConnTable {
         }
         let mut filled = e;
         filled.cport = cport;
+        let v = self.addrs.get(e.vaddr);
         let probe = Packed {
             protocol: e.protocol,
             src: e.caddr,
             src6: e.c6(),
             sport: cport,
-            dst: e.vaddr,
-            dst6: e.v6(),
+            dst: v.bytes,
+            dst6: v.v6,
             dport: e.vport,
         };
         if self
@@ -956,17 +1061,23 @@ impl ConnTable {
         {
             return false;
         }
-        self.index_remove(Which::In, self.hasher.entry_in(&e), i);
+        let a = &self.addrs;
+        let (old_in, old_out) = (self.hasher.entry_in(&e, a), self.hasher.entry_out(&e, a));
+        let (new_in, new_out) = (
+            self.hasher.entry_in(&filled, a),
+            self.hasher.entry_out(&filled, a),
+        );
+        self.index_remove(Which::In, old_in, i);
         if e.in_out_index() {
-            self.index_remove(Which::Out, self.hasher.entry_out(&e), i);
+            self.index_remove(Which::Out, old_out, i);
         }
         if let Some(slot) = self.slab.get_mut(i as usize) {
             slot.cport = cport;
             slot.flags = slot.flags.difference(ConnFlags::NO_CPORT);
         }
-        self.index_insert(Which::In, self.hasher.entry_in(&filled), i);
+        self.index_insert(Which::In, new_in, i);
         if e.in_out_index() {
-            self.index_insert(Which::Out, self.hasher.entry_out(&filled), i);
+            self.index_insert(Which::Out, new_out, i);
         }
         self.no_cport = self.no_cport.saturating_sub(1);
         true
@@ -1014,7 +1125,7 @@ impl ConnTable {
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, Conn)> + '_ {
         self.slab.iter().enumerate().filter_map(|(i, e)| {
             let id = make_id(u32::try_from(i).ok()?, e.generation)?;
-            e.is_live().then(|| (id, e.decode()))
+            e.is_live().then(|| (id, self.decode(id.index)))
         })
     }
 
@@ -1041,15 +1152,24 @@ impl ConnTable {
         }
     }
 
+    /// Entry `i` decoded (a vacant one for an index out of the slab).
+    #[inline]
+    fn decode(&self, i: u32) -> Conn {
+        let e = self.slab.get(i as usize).unwrap_or(&Entry::VACANT);
+        let cold = self.cold.get(i as usize).copied().unwrap_or_default();
+        e.decode(&self.addrs, cold)
+    }
+
     #[inline]
     fn find(&self, which: Which, h: u64, k: &Packed) -> Option<u32> {
-        let slab = &self.slab;
+        let (slab, addrs) = (&self.slab, &self.addrs);
         match which {
-            Which::In | Which::Template => self
-                .index(which)
-                .find(h, |i| slab.get(i as usize).is_some_and(|e| e.matches_in(k))),
+            Which::In | Which::Template => self.index(which).find(h, |i| {
+                slab.get(i as usize).is_some_and(|e| e.matches_in(k, addrs))
+            }),
             Which::Out => self.idx_out.find(h, |i| {
-                slab.get(i as usize).is_some_and(|e| e.matches_out(k))
+                slab.get(i as usize)
+                    .is_some_and(|e| e.matches_out(k, addrs))
             }),
         }
     }
@@ -1061,15 +1181,15 @@ impl ConnTable {
             return;
         }
         let hasher = self.hasher;
-        let slab = &self.slab;
+        let (slab, addrs) = (&self.slab, &self.addrs);
         let ix = match which {
             Which::In => &mut self.idx_in,
             Which::Out => &mut self.idx_out,
             Which::Template => &mut self.idx_tpl,
         };
         let hash = |e: &Entry| match which {
-            Which::In | Which::Template => hasher.entry_in(e),
-            Which::Out => hasher.entry_out(e),
+            Which::In | Which::Template => hasher.entry_in(e, addrs),
+            Which::Out => hasher.entry_out(e, addrs),
         };
         let old = ix.reset(ix.grown());
         if ix_len_small(old.len(), slab.len()) {
@@ -1128,8 +1248,10 @@ impl ConnTable {
             let limit = self.max.max(n + 1);
             let target = (n + (n / 16).max(MIN_GROW)).min(limit);
             self.slab.reserve_exact(target - n);
+            self.cold.reserve_exact(target - n);
         }
         self.slab.push(Entry::VACANT);
+        self.cold.push(Cold::default());
         u32::try_from(n).ok()
     }
 
@@ -1137,15 +1259,18 @@ impl ConnTable {
     fn free_entry(&mut self, i: u32) -> Conn {
         self.unlink(i);
         let Some(e) = self.slab.get(i as usize).copied() else {
-            return Entry::VACANT.decode();
+            return self.decode(i);
         };
-        let conn = e.decode();
+        let conn = self.decode(i);
+        let control_gen = self.cold.get(i as usize).map_or(0, |c| c.control_gen);
+        let h_in = self.hasher.entry_in(&e, &self.addrs);
         if e.is_template() {
-            self.index_remove(Which::Template, self.hasher.entry_in(&e), i);
+            self.index_remove(Which::Template, h_in, i);
         } else {
-            self.index_remove(Which::In, self.hasher.entry_in(&e), i);
+            self.index_remove(Which::In, h_in, i);
             if e.in_out_index() {
-                self.index_remove(Which::Out, self.hasher.entry_out(&e), i);
+                let h_out = self.hasher.entry_out(&e, &self.addrs);
+                self.index_remove(Which::Out, h_out, i);
             }
             if e.flags.contains(ConnFlags::NO_CPORT) {
                 self.no_cport = self.no_cport.saturating_sub(1);
@@ -1154,11 +1279,12 @@ impl ConnTable {
         // Release the controlling entry; once nothing pins it, a parked one is filed again.
         let mut unpinned = None;
         if let Some(c) = self.slab.get_mut(e.control as usize)
-            && c.generation == e.control_gen
+            && c.generation == control_gen
             && c.is_live()
+            && let Some(cc) = self.cold.get_mut(e.control as usize)
         {
-            c.n_control = c.n_control.saturating_sub(1);
-            if c.n_control == 0 && c.slot == SLOT_PARKED {
+            cc.n_control = cc.n_control.saturating_sub(1);
+            if cc.n_control == 0 && c.slot == SLOT_PARKED {
                 c.slot = SLOT_NONE;
                 unpinned = Some(c.expires);
             }
@@ -1172,8 +1298,12 @@ impl ConnTable {
             slot.prev = NIL;
             slot.slot = SLOT_NONE;
             slot.control = NIL;
-            slot.n_control = 0;
         }
+        if let Some(c) = self.cold.get_mut(i as usize) {
+            *c = Cold::default();
+        }
+        self.addrs.release(e.vaddr);
+        self.addrs.release(e.daddr);
         self.free_head = i;
         self.len = self.len.saturating_sub(1);
         conn
@@ -1261,6 +1391,12 @@ impl ConnTable {
         None
     }
 
+    /// True when live entries name entry `i` as their control (a pinned template).
+    #[inline]
+    fn pinned(&self, i: u32) -> bool {
+        self.cold.get(i as usize).is_some_and(|c| c.n_control > 0)
+    }
+
     /// Process the list of tick `t` (= `cur`): expire what is due, park what is pinned, re-file
     /// what was extended.
     fn run_slot(
@@ -1279,7 +1415,7 @@ impl ConnTable {
             };
             let next = e.next;
             if e.expires <= now {
-                if e.n_control > 0 {
+                if self.pinned(i) {
                     self.unlink(i);
                     if let Some(p) = self.slab.get_mut(i as usize) {
                         p.slot = SLOT_PARKED;
@@ -1321,7 +1457,7 @@ impl ConnTable {
         let mut i = chain;
         while let Some(e) = self.slab.get(i as usize).copied() {
             let next = e.next;
-            if e.expires <= now && e.n_control > 0 {
+            if e.expires <= now && self.pinned(i) {
                 if let Some(p) = self.slab.get_mut(i as usize) {
                     p.slot = SLOT_PARKED;
                     p.next = NIL;
@@ -1350,7 +1486,7 @@ impl ConnTable {
                 if tick(e.expires).max(self.cur) > t && t < last {
                     self.unlink(i);
                     self.file(i, e.expires);
-                } else if e.n_control == 0 && i != protect {
+                } else if !self.pinned(i) && i != protect {
                     return Some(i);
                 }
                 i = next;
@@ -1418,7 +1554,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(core::mem::size_of::<Entry>(), 96);
+        assert_eq!(core::mem::size_of::<Entry>(), 64);
+        assert_eq!(core::mem::align_of::<Entry>(), 64);
+        assert_eq!(core::mem::size_of::<Cold>(), 8);
         assert_eq!(core::mem::size_of::<Option<ConnId>>(), 8);
     }
 
@@ -1817,6 +1955,30 @@ mod tests {
             // The hash is trusted: one with other tag bits misses.
             assert_eq!(t.lookup_in_hashed(&c.key, h ^ (1 << 63)), None);
         }
+    }
+
+    /// VIPs and RIPs are stored once, counted, and their ids reused once unreferenced; an
+    /// address that is both a VIP and a RIP shares one id.
+    #[test]
+    fn addresses_are_interned_and_released() {
+        let mut t = table(16, FullPolicy::Refuse);
+        let ids: Vec<ConnId> = (0..3).map(|p| ins(&mut t, nat(p, T0 + SEC))).collect();
+        assert_eq!(t.addrs.list.len(), 2, "one VIP, one RIP");
+        assert_eq!(t.addrs.list.iter().map(|(_, r)| r).sum::<u32>(), 6);
+        for id in &ids[..2] {
+            t.remove(*id);
+        }
+        assert_eq!(t.addrs.ids.len(), 2, "still referenced");
+        t.remove(ids[2]);
+        assert!(t.addrs.ids.is_empty());
+        assert_eq!(t.addrs.free.len(), 2);
+        let mut c = nat(9, T0 + SEC);
+        c.daddr = v4("192.0.2.10");
+        let id = ins(&mut t, c);
+        assert_eq!(t.addrs.list.len(), 2, "ids reused");
+        assert_eq!(t.addrs.ids.len(), 1, "VIP = RIP: one address");
+        assert_eq!(t.get(id), Some(c));
+        assert_eq!(t.lookup_out(&c.out_key()), Some(id));
     }
 
     #[test]
