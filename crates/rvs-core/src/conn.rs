@@ -197,6 +197,21 @@ impl Conn {
     }
 }
 
+/// The fields of a live entry that a packet of it needs ([`ConnTable::hot`]), read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hot {
+    /// TCP/UDP state, or [`ConnState::Template`].
+    pub state: ConnState,
+    /// Forwarding method.
+    pub fwd: FwdMethod,
+    /// The dest's id in the director's arena.
+    pub dest: u32,
+    /// Dest address (RIP).
+    pub daddr: IpAddr,
+    /// Dest port.
+    pub dport: u16,
+}
+
 /// Why an insert failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InsertError {
@@ -369,7 +384,8 @@ struct Addr {
 /// count per id; ids of unreferenced addresses are reused.
 #[derive(Default)]
 struct Addrs {
-    list: Vec<(Addr, u32)>,
+    /// Id → (address, the same as an `IpAddr`, references).
+    list: Vec<(Addr, IpAddr, u32)>,
     ids: hashbrown::HashMap<Addr, u32>,
     free: Vec<u32>,
 }
@@ -380,14 +396,14 @@ impl Addrs {
     fn is(&self, id: u32, bytes: &[u8; 16], v6: bool) -> bool {
         self.list
             .get(id as usize)
-            .is_some_and(|(a, _)| a.bytes == *bytes && a.v6 == v6)
+            .is_some_and(|(a, _, _)| a.bytes == *bytes && a.v6 == v6)
     }
 
     /// The address of id `id` (an unspecified IPv4 address for an unknown id).
     #[inline]
     fn ip(&self, id: u32) -> IpAddr {
         match self.list.get(id as usize) {
-            Some((a, _)) => unpack(&a.bytes, a.v6),
+            Some((_, ip, _)) => *ip,
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
@@ -400,27 +416,28 @@ impl Addrs {
                 bytes: [0; 16],
                 v6: false,
             },
-            |(a, _)| *a,
+            |(a, _, _)| *a,
         )
     }
 
     /// The id of `a`, taking one reference (interned on first use).
     fn take(&mut self, a: Addr) -> u32 {
         if let Some(&id) = self.ids.get(&a) {
-            if let Some((_, refs)) = self.list.get_mut(id as usize) {
+            if let Some((_, _, refs)) = self.list.get_mut(id as usize) {
                 *refs += 1;
             }
             return id;
         }
+        let ip = unpack(&a.bytes, a.v6);
         let id = match self.free.pop() {
             Some(id) => {
                 if let Some(slot) = self.list.get_mut(id as usize) {
-                    *slot = (a, 1);
+                    *slot = (a, ip, 1);
                 }
                 id
             }
             None => {
-                self.list.push((a, 1));
+                self.list.push((a, ip, 1));
                 (self.list.len() - 1) as u32
             }
         };
@@ -430,7 +447,7 @@ impl Addrs {
 
     /// Drop one reference to id `id`; the last one frees it.
     fn release(&mut self, id: u32) {
-        let Some((a, refs)) = self.list.get_mut(id as usize) else {
+        let Some((a, _, refs)) = self.list.get_mut(id as usize) else {
             return;
         };
         *refs = refs.saturating_sub(1);
@@ -441,7 +458,7 @@ impl Addrs {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.list.capacity() * core::mem::size_of::<(Addr, u32)>()
+        self.list.capacity() * core::mem::size_of::<(Addr, IpAddr, u32)>()
             + self.ids.allocation_size()
             + self.free.capacity() * 4
     }
@@ -481,7 +498,24 @@ fn unpack(a: &[u8; 16], v6: bool) -> IpAddr {
     }
 }
 
+/// A packet's flow key in the table's form with its hash ([`ConnTable::probe`]): built once
+/// per packet, then used for the in lookup and, when that misses, the out lookup.
+#[derive(Clone, Copy)]
+pub struct Probe {
+    key: Packed,
+    hash: u64,
+}
+
+impl Probe {
+    /// The key's hash (what [`ConnTable::key_hash`] returns for it).
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// A lookup key in the slab's address form.
+#[derive(Clone, Copy)]
 struct Packed {
     protocol: u8,
     src: [u8; 16],
@@ -871,7 +905,7 @@ impl ConnTable {
         self.lookup_in_packed(Packed::new(key), h)
     }
 
-    #[inline]
+    #[inline(always)]
     fn lookup_in_packed(&self, mut k: Packed, h: u64) -> Option<ConnId> {
         let found = self.find(Which::In, h, &k);
         match found {
@@ -896,6 +930,29 @@ impl ConnTable {
     pub fn lookup_out(&self, key: &FlowKey) -> Option<ConnId> {
         let k = Packed::new(key);
         let i = self.find(Which::Out, self.hasher.packed(&k), &k)?;
+        self.id_of(i)
+    }
+
+    /// A packet's key ready for [`ConnTable::lookup_in_probe`] and
+    /// [`ConnTable::lookup_out_probe`]; `hash`, when given, must be [`ConnTable::key_hash`] of
+    /// `key` (a burst computed it to prefetch).
+    #[inline(always)]
+    pub fn probe(&self, key: &FlowKey, hash: Option<u64>) -> Probe {
+        let key = Packed::new(key);
+        let hash = hash.unwrap_or_else(|| self.hasher.packed(&key));
+        Probe { key, hash }
+    }
+
+    /// [`ConnTable::lookup_in`] of a probe.
+    #[inline(always)]
+    pub fn lookup_in_probe(&self, p: &Probe) -> Option<ConnId> {
+        self.lookup_in_packed(p.key, p.hash)
+    }
+
+    /// [`ConnTable::lookup_out`] of a probe.
+    #[inline(always)]
+    pub fn lookup_out_probe(&self, p: &Probe) -> Option<ConnId> {
+        let i = self.find(Which::Out, p.hash, &p.key)?;
         self.id_of(i)
     }
 
@@ -969,6 +1026,20 @@ impl ConnTable {
         Some(self.decode(i))
     }
 
+    /// What a packet of the entry needs (state, method, dest), without decoding the rest;
+    /// `None` when the id is stale.
+    #[inline]
+    pub fn hot(&self, id: ConnId) -> Option<Hot> {
+        let e = self.slab.get(id.index as usize)?;
+        (e.generation == id.generation.get()).then(|| Hot {
+            state: e.state,
+            fwd: e.fwd(),
+            dest: e.dest,
+            daddr: self.addrs.ip(e.daddr),
+            dport: e.dport,
+        })
+    }
+
     /// The entry's expiry time, without decoding the rest; `None` when the id is stale.
     #[inline]
     pub fn expires(&self, id: ConnId) -> Option<Time> {
@@ -1011,10 +1082,28 @@ impl ConnTable {
         let Some(i) = self.live_index(id) else {
             return false;
         };
-        if let Some(e) = self.slab.get_mut(i as usize) {
-            e.state = state;
+        let cur = self.cur;
+        let Some(e) = self.slab.get_mut(i as usize) else {
+            return false;
+        };
+        e.state = state;
+        e.expires = expires;
+        if u64::from(e.slot) < WHEEL {
+            let filed = cur + ((u64::from(e.slot).wrapping_sub(cur)) & WHEEL_MASK);
+            let due = tick(expires).max(cur);
+            if due < filed {
+                self.refile(i, expires);
+            }
         }
-        self.touch(id, expires)
+        true
+    }
+
+    /// Move entry `i` to the tick of its new, earlier, expiry.
+    #[cold]
+    #[inline(never)]
+    fn refile(&mut self, i: u32, expires: Time) {
+        self.unlink(i);
+        self.file(i, expires);
     }
 
     /// Rebind the entry to another dest id (the director's arena). False when the id is stale.
@@ -1160,7 +1249,7 @@ impl ConnTable {
         e.decode(&self.addrs, cold)
     }
 
-    #[inline]
+    #[inline(always)]
     fn find(&self, which: Which, h: u64, k: &Packed) -> Option<u32> {
         let (slab, addrs) = (&self.slab, &self.addrs);
         match which {
@@ -1964,7 +2053,7 @@ mod tests {
         let mut t = table(16, FullPolicy::Refuse);
         let ids: Vec<ConnId> = (0..3).map(|p| ins(&mut t, nat(p, T0 + SEC))).collect();
         assert_eq!(t.addrs.list.len(), 2, "one VIP, one RIP");
-        assert_eq!(t.addrs.list.iter().map(|(_, r)| r).sum::<u32>(), 6);
+        assert_eq!(t.addrs.list.iter().map(|(_, _, r)| r).sum::<u32>(), 6);
         for id in &ids[..2] {
             t.remove(*id);
         }

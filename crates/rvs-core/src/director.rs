@@ -11,7 +11,7 @@ use hashbrown::HashMap;
 
 use rvs_wire::parse::FlowKey;
 
-use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, InsertError};
+use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, InsertError, Probe};
 use crate::proto::{ConnState, Direction, Timeouts, is_active};
 use crate::rules::{DestSpec, Rule, ServiceSpec};
 use crate::sched::{SchedFlow, Scheduler, new_scheduler};
@@ -71,13 +71,12 @@ pub enum ConnDrop {
     Gone,
 }
 
-/// What the dataplane needs to forward a packet of a connection.
+/// What the dataplane needs to forward a packet of a connection to its dest (the client side
+/// of the connection, for NAT replies, is [`Director::conn`]'s `key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {
     /// The connection.
     pub conn: ConnId,
-    /// The client side of the connection: caddr:cport → vaddr:vport.
-    pub key: FlowKey,
     /// Dest address.
     pub daddr: IpAddr,
     /// Dest port (the virtual port for port-0 services and DR/TUN dests without a port).
@@ -602,11 +601,10 @@ impl Director {
         self.live(id, now)
     }
 
-    /// [`Director::conn_in_live`] with the key's hash from [`ConnTable::key_hash`] (a burst
-    /// computed it to prefetch).
+    /// [`Director::conn_in_live`] of a [`ConnTable::probe`] (the key hashed once per packet).
     #[inline]
-    pub fn conn_in_live_hashed(&mut self, key: &FlowKey, h: u64, now: Time) -> Option<ConnId> {
-        let id = self.conns.lookup_in_hashed(key, h)?;
+    pub fn conn_in_live_probe(&mut self, p: &Probe, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_in_probe(p)?;
         self.live(id, now)
     }
 
@@ -617,10 +615,10 @@ impl Director {
         self.live(id, now)
     }
 
-    /// [`Director::conn_out_live`] with the key's hash from [`ConnTable::key_hash`].
+    /// [`Director::conn_out_live`] of a [`ConnTable::probe`].
     #[inline]
-    pub fn conn_out_live_hashed(&mut self, key: &FlowKey, h: u64, now: Time) -> Option<ConnId> {
-        let id = self.conns.lookup_out_hashed(key, h)?;
+    pub fn conn_out_live_probe(&mut self, p: &Probe, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_out_probe(p)?;
         self.live(id, now)
     }
 
@@ -672,6 +670,7 @@ impl Director {
     }
 
     /// True when the dest is live (not deleted).
+    #[inline]
     pub fn dest_is_live(&self, id: DestId) -> bool {
         matches!(
             self.dests.get(id.0 as usize).map(|s| &s.place),
@@ -820,7 +819,6 @@ impl Director {
         }
         Ok(Forward {
             conn: cid,
-            key: *key,
             daddr,
             dport,
             fwd,
@@ -930,7 +928,7 @@ impl Director {
     /// [`Director::conn_packet`] for a client → VIP packet: the direction follows from the
     /// connection's forwarding method ([`Direction::Input`] for NAT, [`Direction::InputOnly`]
     /// for DR and TUN), read from the same decoded entry.
-    #[inline]
+    #[inline(always)]
     pub fn conn_packet_in(
         &mut self,
         id: ConnId,
@@ -951,7 +949,8 @@ impl Director {
         bytes: usize,
         now: Time,
     ) -> Result<Forward, ConnDrop> {
-        let c = self.conns.get(id).ok_or(ConnDrop::Gone)?;
+        // The fields a packet needs, read in place (no decode of the whole entry).
+        let c = self.conns.hot(id).ok_or(ConnDrop::Gone)?;
         let dir = dir.unwrap_or(match c.fwd {
             FwdMethod::Masq => Direction::Input,
             _ => Direction::InputOnly,
@@ -963,7 +962,6 @@ impl Director {
         }
         let fwd = Forward {
             conn: id,
-            key: c.key,
             daddr: c.daddr,
             dport: c.dport,
             fwd: c.fwd,

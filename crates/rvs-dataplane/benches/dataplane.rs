@@ -838,7 +838,107 @@ fn benches(c: &mut Criterion) {
     }
 }
 
+/// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`):
+/// no criterion, just COUNT frames of one benchmark after its setup, the time per frame printed
+/// — a fixed amount of work to run under `perf stat` (instructions and cycles per packet).
+fn probe(spec: &str) {
+    let f: Vec<&str> = spec.split(':').collect();
+    let [method, what, mode, size, count] = f[..] else {
+        panic!("RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT")
+    };
+    let method = [Method::Dr, Method::Nat, Method::Tun]
+        .into_iter()
+        .find(|m| m.name() == method)
+        .unwrap();
+    let mode = if mode == "burst" {
+        Mode::Burst
+    } else {
+        Mode::One
+    };
+    let n = SIZES.iter().find(|(s, _)| *s == size).unwrap().1;
+    let count: u64 = count.parse().unwrap();
+    let mut rng = Rng(0x5eed);
+    let mut dp = populated(method, n);
+    let (frames, flows) = established_draws(n, &mut rng);
+    let mut drv = Driver::new();
+    let mut pos = 0;
+    let t = match what {
+        "established" => drv.run(
+            &mut dp,
+            |i| frames.get(i),
+            DRAWS,
+            &mut pos,
+            count,
+            NOW,
+            mode,
+        ),
+        "reply" => {
+            let replies = reply_draws(&dp, &flows);
+            drv.run(
+                &mut dp,
+                |i| replies.get(i),
+                DRAWS,
+                &mut pos,
+                count,
+                NOW,
+                mode,
+            )
+        }
+        "lookup" => {
+            // The table alone: keys of the same draws, looked up one by one or in groups of
+            // BURST with the two prefetch stages.
+            let keys: Vec<FlowKey> = (0..DRAWS)
+                .map(|i| {
+                    *parse_ethernet(frames.get(i))
+                        .unwrap()
+                        .ip()
+                        .unwrap()
+                        .flow_key()
+                        .as_ref()
+                        .unwrap()
+                })
+                .collect();
+            let t = dp.director().conns();
+            let start = clock();
+            let mut found = 0;
+            let mut i = 0;
+            for _ in 0..count / BURST as u64 {
+                let ks = &keys[i..i + BURST];
+                i = (i + BURST) & (DRAWS - 1);
+                if mode == Mode::One {
+                    for k in ks {
+                        found += usize::from(t.lookup_in(k).is_some());
+                    }
+                    continue;
+                }
+                let mut hs = [0u64; BURST];
+                for (h, k) in hs.iter_mut().zip(ks) {
+                    *h = t.key_hash(k);
+                    t.prefetch_in(*h);
+                }
+                for h in &hs {
+                    t.prefetch_in_entries(*h);
+                }
+                for (h, k) in hs.iter().zip(ks) {
+                    found += usize::from(t.lookup_in_hashed(k, *h).is_some());
+                }
+            }
+            assert_eq!(found as u64, count / BURST as u64 * BURST as u64);
+            clock() - start
+        }
+        _ => panic!("WHAT: established, reply or lookup"),
+    };
+    eprintln!(
+        "probe {spec}: {:.1} ns per frame",
+        t.as_nanos() as f64 / count as f64
+    );
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("RVS_BENCH_PROBE") {
+        probe(&spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();

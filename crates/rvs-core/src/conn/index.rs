@@ -131,7 +131,7 @@ impl Index {
     }
 
     /// The first slab index with `h`'s tag for which `eq` holds.
-    #[inline]
+    #[inline(always)]
     pub(super) fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let n = self.buckets.len();
         let tag = tag_of(h);
