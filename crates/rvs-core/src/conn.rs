@@ -55,6 +55,7 @@ use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::num::NonZeroU32;
 
+use hashbrown::HashTable;
 use rvs_wire::parse::FlowKey;
 
 use crate::proto::ConnState;
@@ -386,8 +387,21 @@ struct Addr {
 struct Addrs {
     /// Id → (address, the same as an `IpAddr`, references).
     list: Vec<(Addr, IpAddr, u32)>,
-    ids: hashbrown::HashMap<Addr, u32>,
+    /// Address → id, hashed with [`Addr::hash`] (one multiply: every insert looks up two).
+    ids: HashTable<u32>,
     free: Vec<u32>,
+}
+
+impl Addr {
+    /// A hash for [`Addrs::ids`] (any fixed mixing will do: ids do not depend on it).
+    #[inline]
+    fn hash(&self) -> u64 {
+        let x = u128::from_le_bytes(self.bytes);
+        fold(
+            (x as u64) ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(self.v6),
+            ((x >> 64) as u64) ^ 0xbf58_476d_1ce4_e5b9,
+        )
+    }
 }
 
 impl Addrs {
@@ -422,7 +436,12 @@ impl Addrs {
 
     /// The id of `a`, taking one reference (interned on first use).
     fn take(&mut self, a: Addr) -> u32 {
-        if let Some(&id) = self.ids.get(&a) {
+        let h = a.hash();
+        let list = &self.list;
+        let found = self.ids.find(h, |&id| {
+            list.get(id as usize).is_some_and(|(b, _, _)| *b == a)
+        });
+        if let Some(&id) = found {
             if let Some((_, _, refs)) = self.list.get_mut(id as usize) {
                 *refs += 1;
             }
@@ -441,7 +460,10 @@ impl Addrs {
                 (self.list.len() - 1) as u32
             }
         };
-        self.ids.insert(a, id);
+        let list = &self.list;
+        self.ids.insert_unique(h, id, |&i| {
+            list.get(i as usize).map_or(0, |(b, _, _)| b.hash())
+        });
         id
     }
 
@@ -452,7 +474,10 @@ impl Addrs {
         };
         *refs = refs.saturating_sub(1);
         if *refs == 0 {
-            self.ids.remove(a);
+            let h = a.hash();
+            if let Ok(e) = self.ids.find_entry(h, |&i| i == id) {
+                e.remove();
+            }
             self.free.push(id);
         }
     }
@@ -1000,6 +1025,17 @@ impl ConnTable {
         });
     }
 
+    /// Start loading the slot the next insert will take (a free slot is usually cold): for a
+    /// burst holding a packet that may open a connection.
+    #[inline]
+    pub fn prefetch_insert(&self) {
+        let i = self.free_head as usize;
+        if let (Some(e), Some(c)) = (self.slab.get(i), self.cold.get(i)) {
+            prefetch(e);
+            prefetch(c);
+        }
+    }
+
     /// Second stage of a burst lookup in the out index (see [`ConnTable::prefetch_in_entries`]).
     #[inline]
     pub fn prefetch_out_entries(&self, h: u64) {
@@ -1327,6 +1363,8 @@ impl ConnTable {
         if self.free_head != NIL {
             let i = self.free_head;
             self.free_head = self.slab.get(i as usize).map_or(NIL, |e| e.next);
+            // The next insert's slot: start loading it now (free slots are cold).
+            self.prefetch_insert();
             return Some(i);
         }
         let n = self.slab.len();
