@@ -5,7 +5,8 @@
 //!
 //! Entries live in a slab (`Vec`) addressed by [`ConnId`] = slot index + generation, so an id kept
 //! after its entry is gone never reaches the slot's next occupant. Three index-only hash tables
-//! (`hashbrown::HashTable<u32>`, keys stay in the slab) find them:
+//! (`index::Index`: 64-byte buckets of eight tag + slot pairs, keys stay in the slab) find
+//! them:
 //!
 //! - **in** — `caddr:cport → vaddr:vport` of every connection (client packets, all methods);
 //! - **out** — `daddr:dport → caddr:cport` of NAT connections only (what a dest's replies carry);
@@ -39,7 +40,7 @@
 //! is refused ([`FullPolicy::Refuse`]) or evicts the entry *nearest to its expiry*
 //! ([`FullPolicy::EvictOldest`]): under a SYN flood that is a half-open SYN_RECV entry (60 s), not
 //! an ESTABLISHED one (900 s). Both are counted. The slab grows in steps of 1/16 up to `max`,
-//! never beyond; the hash tables double as hashbrown does.
+//! never beyond; the indexes double before they are three quarters full.
 //!
 //! # Templates pinned by their connections
 //!
@@ -59,6 +60,9 @@ use rvs_wire::parse::FlowKey;
 
 use crate::proto::ConnState;
 use crate::types::{FwdMethod, Time};
+
+mod index;
+use index::{Index, prefetch};
 
 /// Width of one timer-wheel tick: 2^26 ns ≈ 67.1 ms.
 pub const TICK_NS: Time = 1 << TICK_SHIFT;
@@ -81,8 +85,6 @@ pub const MAX_ENTRIES: usize = (u32::MAX - 1) as usize;
 const MIN_GROW: usize = 64;
 
 const META_C6: u8 = 1;
-const META_V6: u8 = 2;
-const META_D6: u8 = 4;
 const META_FWD_SHIFT: u32 = 4;
 
 #[inline]
@@ -196,6 +198,21 @@ impl Conn {
     }
 }
 
+/// The fields of a live entry that a packet of it needs ([`ConnTable::hot`]), read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hot {
+    /// TCP/UDP state, or [`ConnState::Template`].
+    pub state: ConnState,
+    /// Forwarding method.
+    pub fwd: FwdMethod,
+    /// The dest's id in the director's arena.
+    pub dest: u32,
+    /// Dest address (RIP).
+    pub daddr: IpAddr,
+    /// Dest port.
+    pub dport: u16,
+}
+
 /// Why an insert failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InsertError {
@@ -222,24 +239,27 @@ pub struct ConnTableCounters {
     pub removed: u64,
 }
 
-/// One slab slot, 96 bytes. Free slots have an even generation and chain through `next`.
+/// One slab slot: one 64-byte cache line, so a lookup that hits reads one line of the slab.
+/// The VIP and the RIP are ids of the table's interned addresses ([`Addrs`]); the template
+/// bookkeeping that packets never read is in the parallel `cold` array. Free slots have an even
+/// generation and chain through `next`.
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct Entry {
     caddr: [u8; 16],
-    vaddr: [u8; 16],
-    daddr: [u8; 16],
     expires: Time,
-    /// Slot and generation of the controlling entry; `NIL` slot = none.
-    control: u32,
-    control_gen: u32,
     /// Odd while occupied.
     generation: u32,
-    /// Live entries whose `control` is this one.
-    n_control: u32,
+    /// Interned VIP (with its family).
+    vaddr: u32,
+    /// Interned RIP (with its family).
+    daddr: u32,
     dest: u32,
     /// Wheel list links (free list: `next`).
     prev: u32,
     next: u32,
+    /// Slot of the controlling entry (its generation is in `Cold`); `NIL` = none.
+    control: u32,
     cport: u16,
     vport: u16,
     dport: u16,
@@ -248,23 +268,30 @@ struct Entry {
     protocol: u8,
     state: ConnState,
     flags: ConnFlags,
-    /// Address families (`META_*`) and forwarding method.
+    /// Client address family (`META_C6`) and forwarding method.
     meta: u8,
+}
+
+/// The part of an entry that packets never read.
+#[derive(Clone, Copy, Default)]
+struct Cold {
+    /// Generation of the controlling entry.
+    control_gen: u32,
+    /// Live entries whose `control` is this one.
+    n_control: u32,
 }
 
 impl Entry {
     const VACANT: Entry = Entry {
         caddr: [0; 16],
-        vaddr: [0; 16],
-        daddr: [0; 16],
         expires: 0,
-        control: NIL,
-        control_gen: 0,
         generation: 0,
-        n_control: 0,
+        vaddr: NIL,
+        daddr: NIL,
         dest: 0,
         prev: NIL,
         next: NIL,
+        control: NIL,
         cport: 0,
         vport: 0,
         dport: 0,
@@ -283,16 +310,6 @@ impl Entry {
     #[inline]
     fn c6(&self) -> bool {
         self.meta & META_C6 != 0
-    }
-
-    #[inline]
-    fn v6(&self) -> bool {
-        self.meta & META_V6 != 0
-    }
-
-    #[inline]
-    fn d6(&self) -> bool {
-        self.meta & META_D6 != 0
     }
 
     #[inline]
@@ -315,47 +332,167 @@ impl Entry {
     }
 
     #[inline]
-    fn matches_in(&self, k: &Packed) -> bool {
+    fn matches_in(&self, k: &Packed, addrs: &Addrs) -> bool {
         self.cport == k.sport
             && self.vport == k.dport
             && self.protocol == k.protocol
             && self.caddr == k.src
-            && self.vaddr == k.dst
             && self.c6() == k.src6
-            && self.v6() == k.dst6
+            && addrs.is(self.vaddr, &k.dst, k.dst6)
     }
 
     #[inline]
-    fn matches_out(&self, k: &Packed) -> bool {
+    fn matches_out(&self, k: &Packed, addrs: &Addrs) -> bool {
         self.dport == k.sport
             && self.cport == k.dport
             && self.protocol == k.protocol
-            && self.daddr == k.src
             && self.caddr == k.dst
-            && self.d6() == k.src6
             && self.c6() == k.dst6
+            && addrs.is(self.daddr, &k.src, k.src6)
     }
 
     #[inline]
-    fn decode(&self) -> Conn {
+    fn decode(&self, addrs: &Addrs, cold: Cold) -> Conn {
         Conn {
             key: FlowKey {
                 protocol: self.protocol,
                 src: unpack(&self.caddr, self.c6()),
                 sport: self.cport,
-                dst: unpack(&self.vaddr, self.v6()),
+                dst: addrs.ip(self.vaddr),
                 dport: self.vport,
             },
-            daddr: unpack(&self.daddr, self.d6()),
+            daddr: addrs.ip(self.daddr),
             dport: self.dport,
             dest: self.dest,
             fwd: self.fwd(),
             state: self.state,
             flags: self.flags,
             expires: self.expires,
-            control: make_id(self.control, self.control_gen),
+            control: make_id(self.control, cold.control_gen),
         }
     }
+}
+
+/// An address in the slab's form: 16 bytes (IPv4 in the first four) and the family.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Addr {
+    bytes: [u8; 16],
+    v6: bool,
+}
+
+/// The VIPs and RIPs of the table's entries, each stored once and named by a `u32` id in the
+/// entries (there are as many as services and dests, not as connections), with a reference
+/// count per id; ids of unreferenced addresses are reused.
+#[derive(Default)]
+struct Addrs {
+    /// Id → (address, the same as an `IpAddr`, references).
+    list: Vec<(Addr, IpAddr, u32)>,
+    /// Address → id, hashed with [`Addr::hash`] (one multiply: every insert looks up two).
+    ids: HashTable<u32>,
+    free: Vec<u32>,
+}
+
+impl Addr {
+    /// A hash for [`Addrs::ids`] (any fixed mixing will do: ids do not depend on it).
+    #[inline]
+    fn hash(&self) -> u64 {
+        let x = u128::from_le_bytes(self.bytes);
+        fold(
+            (x as u64) ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(self.v6),
+            ((x >> 64) as u64) ^ 0xbf58_476d_1ce4_e5b9,
+        )
+    }
+}
+
+impl Addrs {
+    /// True when id `id` is the address (`bytes`, `v6`).
+    #[inline]
+    fn is(&self, id: u32, bytes: &[u8; 16], v6: bool) -> bool {
+        self.list
+            .get(id as usize)
+            .is_some_and(|(a, _, _)| a.bytes == *bytes && a.v6 == v6)
+    }
+
+    /// The address of id `id` (an unspecified IPv4 address for an unknown id).
+    #[inline]
+    fn ip(&self, id: u32) -> IpAddr {
+        match self.list.get(id as usize) {
+            Some((_, ip, _)) => *ip,
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+
+    /// The address of id `id` in slab form.
+    #[inline]
+    fn get(&self, id: u32) -> Addr {
+        self.list.get(id as usize).map_or(
+            Addr {
+                bytes: [0; 16],
+                v6: false,
+            },
+            |(a, _, _)| *a,
+        )
+    }
+
+    /// The id of `a`, taking one reference (interned on first use).
+    fn take(&mut self, a: Addr) -> u32 {
+        let h = a.hash();
+        let list = &self.list;
+        let found = self.ids.find(h, |&id| {
+            list.get(id as usize).is_some_and(|(b, _, _)| *b == a)
+        });
+        if let Some(&id) = found {
+            if let Some((_, _, refs)) = self.list.get_mut(id as usize) {
+                *refs += 1;
+            }
+            return id;
+        }
+        let ip = unpack(&a.bytes, a.v6);
+        let id = match self.free.pop() {
+            Some(id) => {
+                if let Some(slot) = self.list.get_mut(id as usize) {
+                    *slot = (a, ip, 1);
+                }
+                id
+            }
+            None => {
+                self.list.push((a, ip, 1));
+                (self.list.len() - 1) as u32
+            }
+        };
+        let list = &self.list;
+        self.ids.insert_unique(h, id, |&i| {
+            list.get(i as usize).map_or(0, |(b, _, _)| b.hash())
+        });
+        id
+    }
+
+    /// Drop one reference to id `id`; the last one frees it.
+    fn release(&mut self, id: u32) {
+        let Some((a, _, refs)) = self.list.get_mut(id as usize) else {
+            return;
+        };
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 {
+            let h = a.hash();
+            if let Ok(e) = self.ids.find_entry(h, |&i| i == id) {
+                e.remove();
+            }
+            self.free.push(id);
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.list.capacity() * core::mem::size_of::<(Addr, IpAddr, u32)>()
+            + self.ids.allocation_size()
+            + self.free.capacity() * 4
+    }
+}
+
+/// Prefetch a slab entry (one cache line).
+#[inline(always)]
+fn prefetch_entry(e: &Entry) {
+    prefetch(e);
 }
 
 #[inline]
@@ -386,7 +523,24 @@ fn unpack(a: &[u8; 16], v6: bool) -> IpAddr {
     }
 }
 
+/// A packet's flow key in the table's form with its hash ([`ConnTable::probe`]): built once
+/// per packet, then used for the in lookup and, when that misses, the out lookup.
+#[derive(Clone, Copy)]
+pub struct Probe {
+    key: Packed,
+    hash: u64,
+}
+
+impl Probe {
+    /// The key's hash (what [`ConnTable::key_hash`] returns for it).
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// A lookup key in the slab's address form.
+#[derive(Clone, Copy)]
 struct Packed {
     protocol: u8,
     src: [u8; 16],
@@ -474,24 +628,26 @@ impl KeyHasher {
     }
 
     #[inline]
-    fn entry_in(&self, e: &Entry) -> u64 {
+    fn entry_in(&self, e: &Entry, addrs: &Addrs) -> u64 {
+        let v = addrs.get(e.vaddr);
         self.tuple(
             e.protocol,
             &e.caddr,
             e.c6(),
             e.cport,
-            &e.vaddr,
-            e.v6(),
+            &v.bytes,
+            v.v6,
             e.vport,
         )
     }
 
     #[inline]
-    fn entry_out(&self, e: &Entry) -> u64 {
+    fn entry_out(&self, e: &Entry, addrs: &Addrs) -> u64 {
+        let d = addrs.get(e.daddr);
         self.tuple(
             e.protocol,
-            &e.daddr,
-            e.d6(),
+            &d.bytes,
+            d.v6,
             e.dport,
             &e.caddr,
             e.c6(),
@@ -500,9 +656,15 @@ impl KeyHasher {
     }
 }
 
+/// True when an index of `buckets` buckets is better rebuilt from its own buckets than from a
+/// scan of a slab of `slab` entries.
+fn ix_len_small(buckets: usize, slab: usize) -> bool {
+    buckets * index::WAYS * 8 < slab
+}
+
 /// Which index an operation is about.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Index {
+enum Which {
     In,
     Out,
     Template,
@@ -511,14 +673,18 @@ enum Index {
 /// The bounded connection table (see the module documentation).
 pub struct ConnTable {
     slab: Vec<Entry>,
+    /// `Cold` part of each slab slot (same indexes).
+    cold: Vec<Cold>,
+    /// The VIPs and RIPs the entries name.
+    addrs: Addrs,
     free_head: u32,
     len: usize,
     max: usize,
     policy: FullPolicy,
     hasher: KeyHasher,
-    idx_in: HashTable<u32>,
-    idx_out: HashTable<u32>,
-    idx_tpl: HashTable<u32>,
+    idx_in: Index,
+    idx_out: Index,
+    idx_tpl: Index,
     /// Live NO_CPORT connections (enables the cport-0 fallback lookup).
     no_cport: usize,
     /// Wheel list heads, allocated on first insert.
@@ -549,14 +715,16 @@ impl ConnTable {
     pub fn new(max: usize, policy: FullPolicy, seed: u64) -> Self {
         ConnTable {
             slab: Vec::new(),
+            cold: Vec::new(),
+            addrs: Addrs::default(),
             free_head: NIL,
             len: 0,
             max: max.min(MAX_ENTRIES),
             policy,
             hasher: KeyHasher::new(seed),
-            idx_in: HashTable::new(),
-            idx_out: HashTable::new(),
-            idx_tpl: HashTable::new(),
+            idx_in: Index::new(),
+            idx_out: Index::new(),
+            idx_tpl: Index::new(),
             no_cport: 0,
             heads: Vec::new(),
             bits: Vec::new(),
@@ -604,10 +772,12 @@ impl ConnTable {
         self.counters
     }
 
-    /// Heap bytes held by the table: slab capacity × entry size, the three hash tables' buckets
-    /// and control bytes, and the timer wheel.
+    /// Heap bytes held by the table: slab capacity × (entry + cold part), the interned
+    /// addresses, the three indexes' buckets, and the timer wheel.
     pub fn memory_bytes(&self) -> usize {
         self.slab.capacity() * core::mem::size_of::<Entry>()
+            + self.cold.capacity() * core::mem::size_of::<Cold>()
+            + self.addrs.memory_bytes()
             + self.idx_in.allocation_size()
             + self.idx_out.allocation_size()
             + self.idx_tpl.allocation_size()
@@ -630,12 +800,19 @@ impl ConnTable {
         }
         let key = Packed::new(&conn.key);
         let h = self.hasher.packed(&key);
-        let which = if template { Index::Template } else { Index::In };
+        let which = if template { Which::Template } else { Which::In };
         if let Some(i) = self.find(which, h, &key) {
             return Err(InsertError::Exists(self.id_of(i).ok_or(InsertError::Full)?));
         }
 
         let control = conn.control.and_then(|c| self.live_index(c));
+        // Room in the indexes first: growing rebuilds them from the live slab entries, which
+        // must not yet include this one.
+        self.reserve(which);
+        let masq = !template && conn.fwd == FwdMethod::Masq;
+        if masq {
+            self.reserve(Which::Out);
+        }
         let mut evicted = None;
         if self.len >= self.max {
             let victim = match self.policy {
@@ -665,6 +842,14 @@ impl ConnTable {
         }
 
         let (daddr, d6) = pack(conn.daddr);
+        let vaddr_id = self.addrs.take(Addr {
+            bytes: key.dst,
+            v6: key.dst6,
+        });
+        let daddr_id = self.addrs.take(Addr {
+            bytes: daddr,
+            v6: d6,
+        });
         let fwd_bits: u8 = match conn.fwd {
             FwdMethod::Masq => 0,
             FwdMethod::DirectRoute => 1,
@@ -674,19 +859,23 @@ impl ConnTable {
             (Some(ci), Some(id)) => (ci, id.generation.get()),
             _ => (NIL, 0),
         };
+        if let Some(c) = self.cold.get_mut(i as usize) {
+            *c = Cold {
+                control_gen,
+                n_control: 0,
+            };
+        }
         let Some(e) = self.slab.get_mut(i as usize) else {
             return Err(InsertError::Full);
         };
         let generation = e.generation.wrapping_add(1) | 1;
         *e = Entry {
             caddr: key.src,
-            vaddr: key.dst,
-            daddr,
+            vaddr: vaddr_id,
+            daddr: daddr_id,
             expires: conn.expires,
             control: control_idx,
-            control_gen,
             generation,
-            n_control: 0,
             dest: conn.dest,
             prev: NIL,
             next: NIL,
@@ -697,21 +886,22 @@ impl ConnTable {
             protocol: key.protocol,
             state: conn.state,
             flags: conn.flags,
-            meta: (u8::from(key.src6) * META_C6)
-                | (u8::from(key.dst6) * META_V6)
-                | (u8::from(d6) * META_D6)
-                | (fwd_bits << META_FWD_SHIFT),
+            meta: (u8::from(key.src6) * META_C6) | (fwd_bits << META_FWD_SHIFT),
         };
         let in_out = e.in_out_index();
-        let out_h = if in_out { self.hasher.entry_out(e) } else { 0 };
+        let out_h = if in_out {
+            self.hasher.entry_out(e, &self.addrs)
+        } else {
+            0
+        };
         self.index_insert(which, h, i);
         if in_out {
-            self.index_insert(Index::Out, out_h, i);
+            self.index_insert(Which::Out, out_h, i);
         }
         if no_cport {
             self.no_cport += 1;
         }
-        if let Some(c) = self.slab.get_mut(control_idx as usize) {
+        if let Some(c) = self.cold.get_mut(control_idx as usize) {
             c.n_control = c.n_control.saturating_add(1);
         }
         self.file(i, conn.expires);
@@ -728,19 +918,32 @@ impl ConnTable {
     /// back to a `NO_CPORT` connection when one exists.
     #[inline]
     pub fn lookup_in(&self, key: &FlowKey) -> Option<ConnId> {
-        let mut k = Packed::new(key);
-        let found = self.find(Index::In, self.hasher.packed(&k), &k);
+        let k = Packed::new(key);
+        let h = self.hasher.packed(&k);
+        self.lookup_in_packed(k, h)
+    }
+
+    /// [`ConnTable::lookup_in`] with the key's hash already computed by
+    /// [`ConnTable::key_hash`] (with any other value it may miss).
+    #[inline]
+    pub fn lookup_in_hashed(&self, key: &FlowKey, h: u64) -> Option<ConnId> {
+        self.lookup_in_packed(Packed::new(key), h)
+    }
+
+    #[inline(always)]
+    fn lookup_in_packed(&self, mut k: Packed, h: u64) -> Option<ConnId> {
+        let found = self.find(Which::In, h, &k);
         match found {
             Some(i) => self.id_of(i),
             None if self.no_cport > 0 && k.sport != 0 => {
                 k.sport = 0;
                 let h = self.hasher.packed(&k);
-                let i = self.idx_in.find(h, |&i| {
-                    self.slab
-                        .get(i as usize)
-                        .is_some_and(|e| e.flags.contains(ConnFlags::NO_CPORT) && e.matches_in(&k))
+                let i = self.idx_in.find(h, |i| {
+                    self.slab.get(i as usize).is_some_and(|e| {
+                        e.flags.contains(ConnFlags::NO_CPORT) && e.matches_in(&k, &self.addrs)
+                    })
                 })?;
-                self.id_of(*i)
+                self.id_of(i)
             }
             None => None,
         }
@@ -751,15 +954,104 @@ impl ConnTable {
     #[inline]
     pub fn lookup_out(&self, key: &FlowKey) -> Option<ConnId> {
         let k = Packed::new(key);
-        let i = self.find(Index::Out, self.hasher.packed(&k), &k)?;
+        let i = self.find(Which::Out, self.hasher.packed(&k), &k)?;
         self.id_of(i)
+    }
+
+    /// A packet's key ready for [`ConnTable::lookup_in_probe`] and
+    /// [`ConnTable::lookup_out_probe`]; `hash`, when given, must be [`ConnTable::key_hash`] of
+    /// `key` (a burst computed it to prefetch).
+    #[inline(always)]
+    pub fn probe(&self, key: &FlowKey, hash: Option<u64>) -> Probe {
+        let key = Packed::new(key);
+        let hash = hash.unwrap_or_else(|| self.hasher.packed(&key));
+        Probe { key, hash }
+    }
+
+    /// [`ConnTable::lookup_in`] of a probe.
+    #[inline(always)]
+    pub fn lookup_in_probe(&self, p: &Probe) -> Option<ConnId> {
+        self.lookup_in_packed(p.key, p.hash)
+    }
+
+    /// [`ConnTable::lookup_out`] of a probe.
+    #[inline(always)]
+    pub fn lookup_out_probe(&self, p: &Probe) -> Option<ConnId> {
+        let i = self.find(Which::Out, p.hash, &p.key)?;
+        self.id_of(i)
+    }
+
+    /// [`ConnTable::lookup_out`] with the key's hash already computed by
+    /// [`ConnTable::key_hash`].
+    #[inline]
+    pub fn lookup_out_hashed(&self, key: &FlowKey, h: u64) -> Option<ConnId> {
+        let k = Packed::new(key);
+        let i = self.find(Which::Out, h, &k)?;
+        self.id_of(i)
+    }
+
+    /// The hash a packet's key is indexed under: in the in index when the packet goes client →
+    /// VIP, in the out index when it goes dest → client (one function of the packet's key
+    /// serves both). A burst computes it once per packet, prefetches with it
+    /// ([`ConnTable::prefetch_in`], then [`ConnTable::prefetch_in_entries`]) and looks up with
+    /// it ([`ConnTable::lookup_in_hashed`]).
+    #[inline]
+    pub fn key_hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.packed(&Packed::new(key))
+    }
+
+    /// First stage of a burst lookup: start loading the in-index bucket of hash `h`.
+    #[inline]
+    pub fn prefetch_in(&self, h: u64) {
+        self.idx_in.prefetch(h);
+    }
+
+    /// First stage of a burst lookup: start loading the out-index bucket of hash `h` (nothing
+    /// when no NAT connection exists).
+    #[inline]
+    pub fn prefetch_out(&self, h: u64) {
+        self.idx_out.prefetch(h);
+    }
+
+    /// Second stage of a burst lookup: read the in-index bucket of `h` (prefetched by the
+    /// first stage) and start loading the entries its tag points to.
+    #[inline]
+    pub fn prefetch_in_entries(&self, h: u64) {
+        let slab = &self.slab;
+        self.idx_in.home_candidates(h, |i| {
+            if let Some(e) = slab.get(i as usize) {
+                prefetch_entry(e);
+            }
+        });
+    }
+
+    /// Start loading the slot the next insert will take (a free slot is usually cold): for a
+    /// burst holding a packet that may open a connection.
+    #[inline]
+    pub fn prefetch_insert(&self) {
+        let i = self.free_head as usize;
+        if let (Some(e), Some(c)) = (self.slab.get(i), self.cold.get(i)) {
+            prefetch(e);
+            prefetch(c);
+        }
+    }
+
+    /// Second stage of a burst lookup in the out index (see [`ConnTable::prefetch_in_entries`]).
+    #[inline]
+    pub fn prefetch_out_entries(&self, h: u64) {
+        let slab = &self.slab;
+        self.idx_out.home_candidates(h, |i| {
+            if let Some(e) = slab.get(i as usize) {
+                prefetch_entry(e);
+            }
+        });
     }
 
     /// The persistence template with this key (templates only).
     #[inline]
     pub fn lookup_template(&self, key: &FlowKey) -> Option<ConnId> {
         let k = Packed::new(key);
-        let i = self.find(Index::Template, self.hasher.packed(&k), &k)?;
+        let i = self.find(Which::Template, self.hasher.packed(&k), &k)?;
         self.id_of(i)
     }
 
@@ -767,7 +1059,21 @@ impl ConnTable {
     #[inline]
     pub fn get(&self, id: ConnId) -> Option<Conn> {
         let i = self.live_index(id)?;
-        self.slab.get(i as usize).map(Entry::decode)
+        Some(self.decode(i))
+    }
+
+    /// What a packet of the entry needs (state, method, dest), without decoding the rest;
+    /// `None` when the id is stale.
+    #[inline]
+    pub fn hot(&self, id: ConnId) -> Option<Hot> {
+        let e = self.slab.get(id.index as usize)?;
+        (e.generation == id.generation.get()).then(|| Hot {
+            state: e.state,
+            fwd: e.fwd(),
+            dest: e.dest,
+            daddr: self.addrs.ip(e.daddr),
+            dport: e.dport,
+        })
     }
 
     /// The entry's expiry time, without decoding the rest; `None` when the id is stale.
@@ -812,10 +1118,28 @@ impl ConnTable {
         let Some(i) = self.live_index(id) else {
             return false;
         };
-        if let Some(e) = self.slab.get_mut(i as usize) {
-            e.state = state;
+        let cur = self.cur;
+        let Some(e) = self.slab.get_mut(i as usize) else {
+            return false;
+        };
+        e.state = state;
+        e.expires = expires;
+        if u64::from(e.slot) < WHEEL {
+            let filed = cur + ((u64::from(e.slot).wrapping_sub(cur)) & WHEEL_MASK);
+            let due = tick(expires).max(cur);
+            if due < filed {
+                self.refile(i, expires);
+            }
         }
-        self.touch(id, expires)
+        true
+    }
+
+    /// Move entry `i` to the tick of its new, earlier, expiry.
+    #[cold]
+    #[inline(never)]
+    fn refile(&mut self, i: u32, expires: Time) {
+        self.unlink(i);
+        self.file(i, expires);
     }
 
     /// Rebind the entry to another dest id (the director's arena). False when the id is stale.
@@ -846,32 +1170,39 @@ impl ConnTable {
         }
         let mut filled = e;
         filled.cport = cport;
+        let v = self.addrs.get(e.vaddr);
         let probe = Packed {
             protocol: e.protocol,
             src: e.caddr,
             src6: e.c6(),
             sport: cport,
-            dst: e.vaddr,
-            dst6: e.v6(),
+            dst: v.bytes,
+            dst6: v.v6,
             dport: e.vport,
         };
         if self
-            .find(Index::In, self.hasher.packed(&probe), &probe)
+            .find(Which::In, self.hasher.packed(&probe), &probe)
             .is_some()
         {
             return false;
         }
-        self.index_remove(Index::In, self.hasher.entry_in(&e), i);
+        let a = &self.addrs;
+        let (old_in, old_out) = (self.hasher.entry_in(&e, a), self.hasher.entry_out(&e, a));
+        let (new_in, new_out) = (
+            self.hasher.entry_in(&filled, a),
+            self.hasher.entry_out(&filled, a),
+        );
+        self.index_remove(Which::In, old_in, i);
         if e.in_out_index() {
-            self.index_remove(Index::Out, self.hasher.entry_out(&e), i);
+            self.index_remove(Which::Out, old_out, i);
         }
         if let Some(slot) = self.slab.get_mut(i as usize) {
             slot.cport = cport;
             slot.flags = slot.flags.difference(ConnFlags::NO_CPORT);
         }
-        self.index_insert(Index::In, self.hasher.entry_in(&filled), i);
+        self.index_insert(Which::In, new_in, i);
         if e.in_out_index() {
-            self.index_insert(Index::Out, self.hasher.entry_out(&filled), i);
+            self.index_insert(Which::Out, new_out, i);
         }
         self.no_cport = self.no_cport.saturating_sub(1);
         true
@@ -919,7 +1250,7 @@ impl ConnTable {
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, Conn)> + '_ {
         self.slab.iter().enumerate().filter_map(|(i, e)| {
             let id = make_id(u32::try_from(i).ok()?, e.generation)?;
-            e.is_live().then(|| (id, e.decode()))
+            e.is_live().then(|| (id, self.decode(id.index)))
         })
     }
 
@@ -938,53 +1269,93 @@ impl ConnTable {
     }
 
     #[inline]
-    fn find(&self, which: Index, h: u64, k: &Packed) -> Option<u32> {
-        let slab = &self.slab;
-        let found = match which {
-            Index::In => self.idx_in.find(h, |&i| {
-                slab.get(i as usize).is_some_and(|e| e.matches_in(k))
-            }),
-            Index::Template => self.idx_tpl.find(h, |&i| {
-                slab.get(i as usize).is_some_and(|e| e.matches_in(k))
-            }),
-            Index::Out => self.idx_out.find(h, |&i| {
-                slab.get(i as usize).is_some_and(|e| e.matches_out(k))
-            }),
-        };
-        found.copied()
-    }
-
-    fn index_insert(&mut self, which: Index, h: u64, i: u32) {
-        let slab = &self.slab;
-        let hasher = self.hasher;
+    fn index(&self, which: Which) -> &Index {
         match which {
-            Index::In => {
-                self.idx_in.insert_unique(h, i, |&j| {
-                    slab.get(j as usize).map_or(0, |e| hasher.entry_in(e))
-                });
+            Which::In => &self.idx_in,
+            Which::Out => &self.idx_out,
+            Which::Template => &self.idx_tpl,
+        }
+    }
+
+    /// Entry `i` decoded (a vacant one for an index out of the slab).
+    #[inline]
+    fn decode(&self, i: u32) -> Conn {
+        let e = self.slab.get(i as usize).unwrap_or(&Entry::VACANT);
+        let cold = self.cold.get(i as usize).copied().unwrap_or_default();
+        e.decode(&self.addrs, cold)
+    }
+
+    #[inline(always)]
+    fn find(&self, which: Which, h: u64, k: &Packed) -> Option<u32> {
+        let (slab, addrs) = (&self.slab, &self.addrs);
+        match which {
+            Which::In | Which::Template => self.index(which).find(h, |i| {
+                slab.get(i as usize).is_some_and(|e| e.matches_in(k, addrs))
+            }),
+            Which::Out => self.idx_out.find(h, |i| {
+                slab.get(i as usize)
+                    .is_some_and(|e| e.matches_out(k, addrs))
+            }),
+        }
+    }
+
+    /// Make room in an index for one more entry (doubling it when it would pass its load
+    /// limit), before the entry is written to the slab.
+    fn reserve(&mut self, which: Which) {
+        if !self.index(which).needs_grow() {
+            return;
+        }
+        let hasher = self.hasher;
+        let (slab, addrs) = (&self.slab, &self.addrs);
+        let ix = match which {
+            Which::In => &mut self.idx_in,
+            Which::Out => &mut self.idx_out,
+            Which::Template => &mut self.idx_tpl,
+        };
+        let hash = |e: &Entry| match which {
+            Which::In | Which::Template => hasher.entry_in(e, addrs),
+            Which::Out => hasher.entry_out(e, addrs),
+        };
+        let old = ix.reset(ix.grown());
+        if ix_len_small(old.len(), slab.len()) {
+            // Few entries: walk the old buckets.
+            for i in Index::slots_of(&old) {
+                if let Some(e) = slab.get(i as usize) {
+                    ix.insert(hash(e), i);
+                }
             }
-            Index::Template => {
-                self.idx_tpl.insert_unique(h, i, |&j| {
-                    slab.get(j as usize).map_or(0, |e| hasher.entry_in(e))
-                });
-            }
-            Index::Out => {
-                self.idx_out.insert_unique(h, i, |&j| {
-                    slab.get(j as usize).map_or(0, |e| hasher.entry_out(e))
-                });
+        } else {
+            // Many: walk the slab in order (sequential reads instead of one miss per entry).
+            for (i, e) in slab.iter().enumerate() {
+                let member = e.is_live()
+                    && match which {
+                        Which::In => !e.is_template(),
+                        Which::Out => e.in_out_index(),
+                        Which::Template => e.is_template(),
+                    };
+                if member && let Ok(i) = u32::try_from(i) {
+                    ix.insert(hash(e), i);
+                }
             }
         }
     }
 
-    fn index_remove(&mut self, which: Index, h: u64, i: u32) {
-        let table = match which {
-            Index::In => &mut self.idx_in,
-            Index::Out => &mut self.idx_out,
-            Index::Template => &mut self.idx_tpl,
-        };
-        if let Ok(entry) = table.find_entry(h, |&j| j == i) {
-            entry.remove();
+    /// Index entry `i` (live in the slab) under `h`; [`ConnTable::reserve`] made room.
+    fn index_insert(&mut self, which: Which, h: u64, i: u32) {
+        match which {
+            Which::In => self.idx_in.insert(h, i),
+            Which::Out => self.idx_out.insert(h, i),
+            Which::Template => self.idx_tpl.insert(h, i),
         }
+    }
+
+    fn index_remove(&mut self, which: Which, h: u64, i: u32) {
+        let table = match which {
+            Which::In => &mut self.idx_in,
+            Which::Out => &mut self.idx_out,
+            Which::Template => &mut self.idx_tpl,
+        };
+        table.remove(h, i);
     }
 
     /// A free slot: from the free list, or a new one (growing the slab by 1/16, up to `max`).
@@ -992,6 +1363,8 @@ impl ConnTable {
         if self.free_head != NIL {
             let i = self.free_head;
             self.free_head = self.slab.get(i as usize).map_or(NIL, |e| e.next);
+            // The next insert's slot: start loading it now (free slots are cold).
+            self.prefetch_insert();
             return Some(i);
         }
         let n = self.slab.len();
@@ -1002,8 +1375,10 @@ impl ConnTable {
             let limit = self.max.max(n + 1);
             let target = (n + (n / 16).max(MIN_GROW)).min(limit);
             self.slab.reserve_exact(target - n);
+            self.cold.reserve_exact(target - n);
         }
         self.slab.push(Entry::VACANT);
+        self.cold.push(Cold::default());
         u32::try_from(n).ok()
     }
 
@@ -1011,15 +1386,18 @@ impl ConnTable {
     fn free_entry(&mut self, i: u32) -> Conn {
         self.unlink(i);
         let Some(e) = self.slab.get(i as usize).copied() else {
-            return Entry::VACANT.decode();
+            return self.decode(i);
         };
-        let conn = e.decode();
+        let conn = self.decode(i);
+        let control_gen = self.cold.get(i as usize).map_or(0, |c| c.control_gen);
+        let h_in = self.hasher.entry_in(&e, &self.addrs);
         if e.is_template() {
-            self.index_remove(Index::Template, self.hasher.entry_in(&e), i);
+            self.index_remove(Which::Template, h_in, i);
         } else {
-            self.index_remove(Index::In, self.hasher.entry_in(&e), i);
+            self.index_remove(Which::In, h_in, i);
             if e.in_out_index() {
-                self.index_remove(Index::Out, self.hasher.entry_out(&e), i);
+                let h_out = self.hasher.entry_out(&e, &self.addrs);
+                self.index_remove(Which::Out, h_out, i);
             }
             if e.flags.contains(ConnFlags::NO_CPORT) {
                 self.no_cport = self.no_cport.saturating_sub(1);
@@ -1028,11 +1406,12 @@ impl ConnTable {
         // Release the controlling entry; once nothing pins it, a parked one is filed again.
         let mut unpinned = None;
         if let Some(c) = self.slab.get_mut(e.control as usize)
-            && c.generation == e.control_gen
+            && c.generation == control_gen
             && c.is_live()
+            && let Some(cc) = self.cold.get_mut(e.control as usize)
         {
-            c.n_control = c.n_control.saturating_sub(1);
-            if c.n_control == 0 && c.slot == SLOT_PARKED {
+            cc.n_control = cc.n_control.saturating_sub(1);
+            if cc.n_control == 0 && c.slot == SLOT_PARKED {
                 c.slot = SLOT_NONE;
                 unpinned = Some(c.expires);
             }
@@ -1046,8 +1425,12 @@ impl ConnTable {
             slot.prev = NIL;
             slot.slot = SLOT_NONE;
             slot.control = NIL;
-            slot.n_control = 0;
         }
+        if let Some(c) = self.cold.get_mut(i as usize) {
+            *c = Cold::default();
+        }
+        self.addrs.release(e.vaddr);
+        self.addrs.release(e.daddr);
         self.free_head = i;
         self.len = self.len.saturating_sub(1);
         conn
@@ -1135,6 +1518,12 @@ impl ConnTable {
         None
     }
 
+    /// True when live entries name entry `i` as their control (a pinned template).
+    #[inline]
+    fn pinned(&self, i: u32) -> bool {
+        self.cold.get(i as usize).is_some_and(|c| c.n_control > 0)
+    }
+
     /// Process the list of tick `t` (= `cur`): expire what is due, park what is pinned, re-file
     /// what was extended.
     fn run_slot(
@@ -1153,7 +1542,7 @@ impl ConnTable {
             };
             let next = e.next;
             if e.expires <= now {
-                if e.n_control > 0 {
+                if self.pinned(i) {
                     self.unlink(i);
                     if let Some(p) = self.slab.get_mut(i as usize) {
                         p.slot = SLOT_PARKED;
@@ -1195,7 +1584,7 @@ impl ConnTable {
         let mut i = chain;
         while let Some(e) = self.slab.get(i as usize).copied() {
             let next = e.next;
-            if e.expires <= now && e.n_control > 0 {
+            if e.expires <= now && self.pinned(i) {
                 if let Some(p) = self.slab.get_mut(i as usize) {
                     p.slot = SLOT_PARKED;
                     p.next = NIL;
@@ -1224,7 +1613,7 @@ impl ConnTable {
                 if tick(e.expires).max(self.cur) > t && t < last {
                     self.unlink(i);
                     self.file(i, e.expires);
-                } else if e.n_control == 0 && i != protect {
+                } else if !self.pinned(i) && i != protect {
                     return Some(i);
                 }
                 i = next;
@@ -1292,7 +1681,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(core::mem::size_of::<Entry>(), 96);
+        assert_eq!(core::mem::size_of::<Entry>(), 64);
+        assert_eq!(core::mem::align_of::<Entry>(), 64);
+        assert_eq!(core::mem::size_of::<Cold>(), 8);
         assert_eq!(core::mem::size_of::<Option<ConnId>>(), 8);
     }
 
@@ -1640,6 +2031,81 @@ mod tests {
         d.control = Some(ti);
         let di = ins(&mut t, d);
         assert_eq!(t.get(di).unwrap().control, None);
+    }
+
+    /// Indexes grow by rebuilding from the slab (big index) or from their own buckets (a small
+    /// index beside a big slab: templates); every entry stays findable, by both lookups.
+    #[test]
+    fn index_growth_and_hashed_lookups() {
+        let mut t = table(20_000, FullPolicy::Refuse);
+        let mut ids = Vec::new();
+        for p in 0..5000u32 {
+            let mut c = nat((p & 0xffff) as u16, T0 + SEC);
+            c.key.src = IpAddr::V4(Ipv4Addr::from(0xc633_6400 + (p >> 16)));
+            if p % 3 == 0 {
+                c.fwd = FwdMethod::DirectRoute;
+            }
+            ids.push((ins(&mut t, c), c));
+            if p % 50 == 0 {
+                let mut tpl = c;
+                tpl.key.sport = 0;
+                tpl.key.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + p));
+                tpl.flags = ConnFlags::TEMPLATE;
+                tpl.state = ConnState::Template;
+                tpl.fwd = FwdMethod::Masq;
+                ids.push((ins(&mut t, tpl), tpl));
+            }
+        }
+        for (n, (id, c)) in ids.iter().enumerate() {
+            if n % 2 == 0 {
+                assert_eq!(t.remove(*id), Some(*c));
+            }
+        }
+        for (n, (id, c)) in ids.iter().enumerate() {
+            let live = n % 2 == 1;
+            let h = t.key_hash(&c.key);
+            if c.flags.contains(ConnFlags::TEMPLATE) {
+                assert_eq!(t.lookup_template(&c.key), live.then_some(*id));
+                continue;
+            }
+            t.prefetch_in(h);
+            t.prefetch_in_entries(h);
+            assert_eq!(t.lookup_in(&c.key), live.then_some(*id));
+            assert_eq!(t.lookup_in_hashed(&c.key, h), live.then_some(*id));
+            let o = c.out_key();
+            let ho = t.key_hash(&o);
+            t.prefetch_out(ho);
+            t.prefetch_out_entries(ho);
+            let want = (live && c.fwd == FwdMethod::Masq).then_some(*id);
+            assert_eq!(t.lookup_out(&o), want);
+            assert_eq!(t.lookup_out_hashed(&o, ho), want);
+            // The hash is trusted: one with other tag bits misses.
+            assert_eq!(t.lookup_in_hashed(&c.key, h ^ (1 << 63)), None);
+        }
+    }
+
+    /// VIPs and RIPs are stored once, counted, and their ids reused once unreferenced; an
+    /// address that is both a VIP and a RIP shares one id.
+    #[test]
+    fn addresses_are_interned_and_released() {
+        let mut t = table(16, FullPolicy::Refuse);
+        let ids: Vec<ConnId> = (0..3).map(|p| ins(&mut t, nat(p, T0 + SEC))).collect();
+        assert_eq!(t.addrs.list.len(), 2, "one VIP, one RIP");
+        assert_eq!(t.addrs.list.iter().map(|(_, _, r)| r).sum::<u32>(), 6);
+        for id in &ids[..2] {
+            t.remove(*id);
+        }
+        assert_eq!(t.addrs.ids.len(), 2, "still referenced");
+        t.remove(ids[2]);
+        assert!(t.addrs.ids.is_empty());
+        assert_eq!(t.addrs.free.len(), 2);
+        let mut c = nat(9, T0 + SEC);
+        c.daddr = v4("192.0.2.10");
+        let id = ins(&mut t, c);
+        assert_eq!(t.addrs.list.len(), 2, "ids reused");
+        assert_eq!(t.addrs.ids.len(), 1, "VIP = RIP: one address");
+        assert_eq!(t.get(id), Some(c));
+        assert_eq!(t.lookup_out(&c.out_key()), Some(id));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use hashbrown::HashMap;
 
 use rvs_wire::parse::FlowKey;
 
-use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, InsertError};
+use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, InsertError, Probe};
 use crate::proto::{ConnState, Direction, Timeouts, is_active};
 use crate::rules::{DestSpec, Rule, ServiceSpec};
 use crate::sched::{SchedFlow, Scheduler, new_scheduler};
@@ -71,13 +71,12 @@ pub enum ConnDrop {
     Gone,
 }
 
-/// What the dataplane needs to forward a packet of a connection.
+/// What the dataplane needs to forward a packet of a connection to its dest (the client side
+/// of the connection, for NAT replies, is [`Director::conn`]'s `key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {
     /// The connection.
     pub conn: ConnId,
-    /// The client side of the connection: caddr:cport → vaddr:vport.
-    pub key: FlowKey,
     /// Dest address.
     pub daddr: IpAddr,
     /// Dest port (the virtual port for port-0 services and DR/TUN dests without a port).
@@ -604,10 +603,24 @@ impl Director {
         self.live(id, now)
     }
 
+    /// [`Director::conn_in_live`] of a [`ConnTable::probe`] (the key hashed once per packet).
+    #[inline]
+    pub fn conn_in_live_probe(&mut self, p: &Probe, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_in_probe(p)?;
+        self.live(id, now)
+    }
+
     /// [`Director::conn_out`] with the same treatment of run-out timers.
     #[inline]
     pub fn conn_out_live(&mut self, key: &FlowKey, now: Time) -> Option<ConnId> {
         let id = self.conns.lookup_out(key)?;
+        self.live(id, now)
+    }
+
+    /// [`Director::conn_out_live`] of a [`ConnTable::probe`].
+    #[inline]
+    pub fn conn_out_live_probe(&mut self, p: &Probe, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_out_probe(p)?;
         self.live(id, now)
     }
 
@@ -659,6 +672,7 @@ impl Director {
     }
 
     /// True when the dest is live (not deleted).
+    #[inline]
     pub fn dest_is_live(&self, id: DestId) -> bool {
         matches!(
             self.dests.get(id.0 as usize).map(|s| &s.place),
@@ -819,7 +833,6 @@ impl Director {
         }
         Ok(Forward {
             conn: cid,
-            key: *key,
             daddr,
             dport,
             fwd,
@@ -929,7 +942,7 @@ impl Director {
     /// [`Director::conn_packet`] for a client → VIP packet: the direction follows from the
     /// connection's forwarding method ([`Direction::Input`] for NAT, [`Direction::InputOnly`]
     /// for DR and TUN), read from the same decoded entry.
-    #[inline]
+    #[inline(always)]
     pub fn conn_packet_in(
         &mut self,
         id: ConnId,
@@ -950,7 +963,8 @@ impl Director {
         bytes: usize,
         now: Time,
     ) -> Result<Forward, ConnDrop> {
-        let c = self.conns.get(id).ok_or(ConnDrop::Gone)?;
+        // The fields a packet needs, read in place (no decode of the whole entry).
+        let c = self.conns.hot(id).ok_or(ConnDrop::Gone)?;
         let dir = dir.unwrap_or(match c.fwd {
             FwdMethod::Masq => Direction::Input,
             _ => Direction::InputOnly,
@@ -962,7 +976,6 @@ impl Director {
         }
         let fwd = Forward {
             conn: id,
-            key: c.key,
             daddr: c.daddr,
             dport: c.dport,
             fwd: c.fwd,

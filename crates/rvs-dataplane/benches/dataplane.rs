@@ -10,12 +10,17 @@
 //! - `RVS_BENCH_SIZES=1k,1M` — only these table sizes (setup of a size is skipped entirely, which
 //!   criterion's name filter cannot do);
 //! - `RVS_BENCH_METHODS=dr,nat` — only these forwarding methods (`dr`, `nat`, `tun`);
-//! - `RVS_BENCH_MODEL=0` — skip the table model (`dataplane/model/*`);
+//! - `RVS_BENCH_MODES=one` or `=burst` — only `process` one frame at a time, or only
+//!   `process_burst` (the `*_burst` benchmarks);
 //! - `RVS_BENCH_ICMP=0` — skip the ICMP benchmarks (`icmp/*`: errors forwarded by NAT and DR,
 //!   packet-too-big generated); `RVS_BENCH_ICMP=only` — run only those;
+//! - `RVS_BENCH_CLOCK=cpu` — time with this thread's CPU time instead of wall time (a shared,
+//!   loaded machine then steals less of the measurement; its cache and memory traffic still
+//!   does).
 //!
-//! (A huge-page allocator experiment measured for BENCHMARKS.md was left out of the committed
-//! bench: it needed `unsafe`, which the project keeps to the I/O layer.)
+//! Huge pages need no code: run with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc ≥ 2.35 then
+//! `madvise`s its large allocations for transparent huge pages); the populate line prints how
+//! much of the process's memory is in huge pages.
 //!
 //! # Method
 //!
@@ -29,16 +34,18 @@
 //! - `DRAWS` ACK frames (54 bytes) drawn uniformly at random (with replacement) from the N flows
 //!   are pre-built into one flat buffer, one frame per 64-byte line, read sequentially. The
 //!   measured loop resets one `Frame` from the next pre-built frame (`Frame::set`) and calls
-//!   `process`; `copy_only` measures the reset alone so forwarding can be read net of it.
+//!   `process`; `copy_only` measures the reset alone so forwarding can be read net of it. The
+//!   `*_burst` variants reset [`BURST`] frames, then hand them to `process_burst` together.
 //! - SYN path: SYNs from clients not in the table (pre-built, shuffled), timed in batches of K
 //!   (N/10, clamped to 100..65 536) into the table holding N (N..N+K while the batch runs);
 //!   after each batch, outside the timing, the clock moves 61 s on and `Director::expire`
 //!   removes the batch (SYN_RECV, 60 s), so every batch meets the table at N. The cost of that
 //!   expiry is printed per connection: it is the other half of a connection's lifetime cost.
-//! - `conn_lookup_in` is the table lookup alone (`ConnTable::lookup_in`) over the same draws, to
-//!   read the table's share; `dr/established_burst16` is a prototype of a burst API built only on
-//!   public calls (see `burst16`); `model/*` measures what explicit prefetching in a burst could
-//!   give, on a model of the table built here (see `mod model`).
+//! - `conn_lookup_in` is the table lookup alone (`ConnTable::lookup_in`, one key at a time) over
+//!   the same draws, to read the table's share.
+//! - ICMP: 65 536 frag-needed errors about the VIP's segments to clients drawn uniformly over
+//!   the N flows (590-byte frames, quoting 548 bytes), forwarded by NAT and by DR, on the same
+//!   dataplanes (before the SYN benchmarks change their clock); rate limits lifted.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -49,6 +56,7 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -57,8 +65,34 @@ use rvs_core::SEC;
 use rvs_core::director::{Director, EXPIRE_BUDGET};
 use rvs_core::rules::parse_rules;
 use rvs_core::settings::Settings;
+use rvs_dataplane::dataplane::BURST;
 use rvs_dataplane::{Dataplane, DataplaneConfig, Frame, Tx, Verdict};
 use rvs_wire::parse::{FlowKey, parse_ethernet};
+
+// ---- the clock ---------------------------------------------------------------------------------
+
+/// The clock of every measured loop: wall time, or with `RVS_BENCH_CLOCK=cpu` the CPU time of
+/// this thread, which leaves out the time other processes take from a shared machine (not their
+/// use of the caches and memory bus).
+fn clock() -> Duration {
+    static CPU: OnceLock<bool> = OnceLock::new();
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    if *CPU.get_or_init(|| std::env::var("RVS_BENCH_CLOCK").is_ok_and(|v| v == "cpu")) {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+        Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+    } else {
+        EPOCH.get_or_init(Instant::now).elapsed()
+    }
+}
+
+/// Criterion's `iter` on [`clock`]: time `iters` calls of `f`.
+fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
+    let start = clock();
+    for _ in 0..iters {
+        f();
+    }
+    clock() - start
+}
 
 // ---- fixtures -----------------------------------------------------------------------------
 
@@ -328,54 +362,93 @@ fn check_transmits(dp: &mut Dataplane, frames: &Frames, what: &str) {
 
 // ---- measured loops -------------------------------------------------------------------------
 
-/// `iters` packets: reset the frame from the next pre-built one, process.
-fn forward_loop(dp: &mut Dataplane, frames: &Frames, pos: &mut usize, iters: u64) -> Duration {
-    let mut f = Frame::with_capacity(2048);
-    let mut extra: Vec<Tx> = Vec::new();
-    let mask = frames.count() - 1;
-    let mut i = *pos;
-    let start = Instant::now();
-    for _ in 0..iters {
-        f.set(frames.get(i));
-        black_box(dp.process(&mut f, NOW, &mut extra));
-        i = (i + 1) & mask;
-    }
-    let t = start.elapsed();
-    *pos = i;
-    t
+/// How frames go through the dataplane.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// `process`, one frame at a time.
+    One,
+    /// `process_burst`, [`BURST`] frames at a time.
+    Burst,
 }
 
-/// Prototype of a burst API from public calls only: for each group of 16 frames, first parse
-/// every frame and look its connection up (16 independent lookups the CPU can overlap: their
-/// cache misses are in flight together), then `process` each (its own lookup now hits the
-/// cache). A real `process_burst` would hand the found `ConnId` on instead of looking up twice,
-/// and would prefetch the index bucket and the slab entry explicitly (see BENCHMARKS.md).
-fn burst16(dp: &mut Dataplane, frames: &Frames, pos: &mut usize, iters: u64) -> Duration {
-    const B: usize = 16;
-    let mut fs: Vec<Frame> = (0..B).map(|_| Frame::with_capacity(2048)).collect();
-    let mut extra: Vec<Tx> = Vec::new();
-    let mask = frames.count() - 1;
-    let mut i = *pos;
-    let bursts = iters.div_ceil(B as u64);
-    let start = Instant::now();
-    for _ in 0..bursts {
-        for f in fs.iter_mut() {
-            f.set(frames.get(i));
-            i = (i + 1) & mask;
-            if let Ok(p) = parse_ethernet(f.data())
-                && let Some(k) = p.ip().and_then(|ip| ip.flow_key())
-            {
-                black_box(dp.director().conns().lookup_in(&k));
-            }
-        }
-        for f in fs.iter_mut() {
-            black_box(dp.process(f, NOW, &mut extra));
+impl Mode {
+    /// The benchmark name: `what` or `what_burst`.
+    fn name(self, what: &str) -> String {
+        match self {
+            Mode::One => what.to_string(),
+            Mode::Burst => format!("{what}_burst"),
         }
     }
-    let t = start.elapsed();
-    *pos = i;
-    // Report per packet: criterion divides by `iters`; we ran `bursts * B` ≥ iters.
-    t.mul_f64(iters as f64 / (bursts * B as u64) as f64)
+}
+
+/// Runs pre-built frames through a dataplane: each frame is reset from its bytes
+/// (`Frame::set`), then processed alone or in bursts of [`BURST`].
+struct Driver {
+    one: Frame,
+    burst: Vec<Frame>,
+    extra: Vec<Tx>,
+    verdicts: Vec<Verdict>,
+}
+
+impl Driver {
+    fn new() -> Driver {
+        Driver {
+            one: Frame::with_capacity(2048),
+            burst: (0..BURST).map(|_| Frame::with_capacity(2048)).collect(),
+            extra: Vec::new(),
+            verdicts: Vec::with_capacity(BURST),
+        }
+    }
+
+    /// Time `count` frames `get(*pos)`, `get(*pos + 1)`, ... (wrapping at `len`, a power of
+    /// two) received at `now`.
+    #[allow(clippy::too_many_arguments)]
+    fn run<'a>(
+        &mut self,
+        dp: &mut Dataplane,
+        get: impl Fn(usize) -> &'a [u8],
+        len: usize,
+        pos: &mut usize,
+        count: u64,
+        now: u64,
+        mode: Mode,
+    ) -> Duration {
+        let mask = len - 1;
+        let mut i = *pos;
+        let start = clock();
+        match mode {
+            Mode::One => {
+                for _ in 0..count {
+                    self.one.set(get(i));
+                    black_box(dp.process(&mut self.one, now, &mut self.extra));
+                    i = (i + 1) & mask;
+                }
+            }
+            Mode::Burst => {
+                let mut left = count as usize;
+                while left > 0 {
+                    let b = left.min(BURST);
+                    for f in &mut self.burst[..b] {
+                        f.set(get(i));
+                        i = (i + 1) & mask;
+                    }
+                    self.verdicts.clear();
+                    dp.process_burst(
+                        &mut self.burst[..b],
+                        now,
+                        &mut self.extra,
+                        &mut self.verdicts,
+                    );
+                    black_box(&self.verdicts);
+                    left -= b;
+                }
+            }
+        }
+        let t = clock() - start;
+        self.extra.clear();
+        *pos = i;
+        t
+    }
 }
 
 /// SYN path: `iters` SYNs in batches of `k` into a table of `n`; each batch expired afterwards
@@ -389,38 +462,35 @@ struct SynState {
     refreshed: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn syn_loop(
     dp: &mut Dataplane,
+    drv: &mut Driver,
     syns: &Frames,
     n: usize,
     k: usize,
     st: &mut SynState,
     iters: u64,
+    mode: Mode,
 ) -> Duration {
-    let mut f = Frame::with_capacity(2048);
-    let mut extra: Vec<Tx> = Vec::new();
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let batch = left.min(k as u64);
-        let now = st.now;
-        let mut i = st.pos;
-        let start = Instant::now();
-        for _ in 0..batch {
-            f.set(syns.get(i));
-            black_box(dp.process(&mut f, now, &mut extra));
-            i += 1;
-            if i == syns.count() {
-                i = 0;
-            }
-        }
-        total += start.elapsed();
-        st.pos = i;
+        total += drv.run(
+            dp,
+            |i| syns.get(i),
+            syns.count(),
+            &mut st.pos,
+            batch,
+            st.now,
+            mode,
+        );
         // Expire the batch (SYN_RECV lasts 60 s) so the next one meets the table at n again.
         st.now += 61 * SEC;
-        let start = Instant::now();
+        let start = clock();
         while dp.director_mut().expire(st.now) == EXPIRE_BUDGET {}
-        st.expiry += start.elapsed();
+        st.expiry += clock() - start;
         st.expired += batch;
         assert_eq!(
             dp.director().conns().len(),
@@ -433,6 +503,8 @@ fn syn_loop(
             // 31-day timer (an ACK each, untimed) before the clock catches up with them.
             let vip = SocketAddr::new(VIP.into(), VPORT);
             let mut bytes = Vec::with_capacity(128);
+            let mut f = Frame::with_capacity(2048);
+            let mut extra = Vec::new();
             for c in 0..n {
                 tcp_frame(client(c, 1024), vip, false, &mut bytes);
                 f.set(&bytes);
@@ -444,259 +516,6 @@ fn syn_loop(
         }
     }
     total
-}
-
-// ---- a model of a prefetching burst lookup (bench-only prototype) ---------------------------
-
-/// What a burst API with explicit prefetches could give, measured on a model of the connection
-/// table built here (the real table's internals are private): the same 96-byte slab entries and
-/// the same kind of seeded folded-multiply hash, indexed by a bucketised open-addressing table
-/// (64-byte buckets of eight 16-bit tags and eight u32 slab indexes, half full), so a hit costs
-/// two dependent cache-line fetches (bucket, entry) where the real `hashbrown` index costs three
-/// (control group, bucket slot, entry). `lookup` does one key at a time, as `process` must today;
-/// `lookup_burst` runs 16 keys in three stages — hash and prefetch the buckets, scan the buckets
-/// and prefetch the entries, compare and touch — so 16 keys' misses are in flight together.
-mod model {
-    use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-
-    /// The real table's 96-byte `Entry`, field for field in size.
-    #[derive(Clone, Copy)]
-    #[repr(C)]
-    pub(super) struct Entry {
-        caddr: [u8; 16],
-        vaddr: [u8; 16],
-        daddr: [u8; 16],
-        pub(super) expires: u64,
-        links: [u32; 7],
-        cport: u16,
-        vport: u16,
-        dport: u16,
-        slot: u16,
-        protocol: u8,
-        state: u8,
-        flags: u8,
-        meta: u8,
-    }
-
-    #[derive(Clone, Copy, Default)]
-    #[repr(C, align(64))]
-    struct Bucket {
-        tags: [u16; 8],
-        slots: [u32; 8],
-    }
-
-    /// (client address, client port): the model's key (VIP and port are fixed).
-    pub(super) type Key = ([u8; 16], u16);
-
-    pub(super) struct Table {
-        slab: Vec<Entry>,
-        buckets: Vec<Bucket>,
-        mask: usize,
-        k: [u64; 4],
-    }
-
-    /// `prefetcht0`, for the model only (the shipped code has no prefetch yet).
-    #[inline(always)]
-    #[allow(unsafe_code)]
-    fn prefetch<T>(p: *const T) {
-        // SAFETY: SSE is part of the x86-64 baseline this bench is built for, and a prefetch is
-        // a hint that never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
-    }
-
-    #[inline(always)]
-    fn fold(a: u64, b: u64) -> u64 {
-        let p = u128::from(a) * u128::from(b);
-        (p as u64) ^ ((p >> 64) as u64)
-    }
-
-    impl Table {
-        pub(super) fn new(keys: &[Key]) -> Table {
-            let nb = (keys.len() / 4).next_power_of_two().max(1);
-            let mut t = Table {
-                slab: Vec::with_capacity(keys.len()),
-                buckets: vec![Bucket::default(); nb],
-                mask: nb - 1,
-                k: [
-                    0x9e37_79b9_7f4a_7c15,
-                    0xbf58_476d_1ce4_e5b9,
-                    0x94d0_49bb_1331_11eb,
-                    0x2545_f491_4f6c_dd1d,
-                ],
-            };
-            for (i, k) in keys.iter().enumerate() {
-                t.slab.push(Entry {
-                    caddr: k.0,
-                    vaddr: [203, 0, 113, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                    daddr: [198, 51, 100, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                    expires: 0,
-                    links: [0; 7],
-                    cport: k.1,
-                    vport: 80,
-                    dport: 80,
-                    slot: 0,
-                    protocol: 6,
-                    state: 3,
-                    flags: 0,
-                    meta: 0x10,
-                });
-                let h = t.hash(k);
-                let tag = Self::tag(h);
-                let mut b = (h as usize) & t.mask;
-                'probe: loop {
-                    let bucket = &mut t.buckets[b];
-                    for j in 0..8 {
-                        if bucket.tags[j] == 0 {
-                            bucket.tags[j] = tag;
-                            bucket.slots[j] = i as u32;
-                            break 'probe;
-                        }
-                    }
-                    b = (b + 1) & t.mask;
-                }
-            }
-            t
-        }
-
-        pub(super) fn bytes_per_entry(&self) -> f64 {
-            (self.slab.capacity() * size_of::<Entry>() + self.buckets.len() * 64) as f64
-                / self.slab.len() as f64
-        }
-
-        #[inline(always)]
-        fn hash(&self, k: &Key) -> u64 {
-            let s = u128::from_le_bytes(k.0);
-            let a = fold(s as u64 ^ self.k[0], (s >> 64) as u64 ^ self.k[1]);
-            fold(a ^ u64::from(k.1) ^ (6 << 32) ^ self.k[2], 80 ^ self.k[3])
-        }
-
-        #[inline(always)]
-        fn tag(h: u64) -> u16 {
-            (h >> 48) as u16 | 1
-        }
-
-        #[inline(always)]
-        fn matches(&self, i: u32, k: &Key) -> bool {
-            let e = &self.slab[i as usize];
-            e.cport == k.1 && e.vport == 80 && e.protocol == 6 && e.caddr == k.0
-        }
-
-        /// Scan from the home bucket: the matching slab index, if any.
-        #[inline(always)]
-        fn find_from(&self, mut b: usize, tag: u16, k: &Key) -> Option<u32> {
-            loop {
-                let bucket = &self.buckets[b];
-                for j in 0..8 {
-                    let t = bucket.tags[j];
-                    if t == tag && self.matches(bucket.slots[j], k) {
-                        return Some(bucket.slots[j]);
-                    }
-                    if t == 0 {
-                        return None;
-                    }
-                }
-                b = (b + 1) & self.mask;
-            }
-        }
-
-        /// The first tag match in the home bucket (the entry to prefetch).
-        #[inline(always)]
-        fn candidate(&self, b: usize, tag: u16) -> Option<u32> {
-            let bucket = &self.buckets[b];
-            (0..8)
-                .find(|&j| bucket.tags[j] == tag)
-                .map(|j| bucket.slots[j])
-        }
-
-        /// One key: look up and touch (set `expires`), as the established path does.
-        #[inline(never)]
-        pub(super) fn lookup(&mut self, k: &Key, now: u64) -> bool {
-            let h = self.hash(k);
-            match self.find_from((h as usize) & self.mask, Self::tag(h), k) {
-                Some(i) => {
-                    self.slab[i as usize].expires = now;
-                    true
-                }
-                None => false,
-            }
-        }
-
-        /// Sixteen keys, three stages with prefetches; returns how many were found.
-        #[inline(never)]
-        pub(super) fn lookup_burst(&mut self, ks: &[Key; 16], now: u64) -> usize {
-            let mut home = [0usize; 16];
-            let mut tags = [0u16; 16];
-            for (j, k) in ks.iter().enumerate() {
-                let h = self.hash(k);
-                home[j] = (h as usize) & self.mask;
-                tags[j] = Self::tag(h);
-                prefetch::<Bucket>(&self.buckets[home[j]]);
-            }
-            for j in 0..16 {
-                if let Some(i) = self.candidate(home[j], tags[j]) {
-                    let p: *const Entry = &self.slab[i as usize];
-                    prefetch(p);
-                    prefetch(p.cast::<u8>().wrapping_add(64));
-                }
-            }
-            let mut found = 0;
-            for (j, k) in ks.iter().enumerate() {
-                if let Some(i) = self.find_from(home[j], tags[j], k) {
-                    self.slab[i as usize].expires = now;
-                    found += 1;
-                }
-            }
-            found
-        }
-    }
-}
-
-fn model_key(i: usize) -> model::Key {
-    let c = client(i, 1024);
-    let IpAddr::V4(a) = c.ip() else {
-        unreachable!()
-    };
-    let mut b = [0u8; 16];
-    b[..4].copy_from_slice(&a.octets());
-    (b, c.port())
-}
-
-fn bench_model(c: &mut Criterion, name: &str, n: usize, flows: &[usize]) {
-    let keys: Vec<model::Key> = (0..n).map(model_key).collect();
-    let mut t = model::Table::new(&keys);
-    drop(keys);
-    eprintln!(
-        "model {n:>8} entries: {:.1} bytes/entry",
-        t.bytes_per_entry()
-    );
-    let draws: Vec<model::Key> = flows.iter().map(|&i| model_key(i)).collect();
-    let mut g = c.benchmark_group("dataplane/model");
-    g.throughput(Throughput::Elements(1));
-    if n >= 1_000_000 {
-        g.sample_size(20);
-    }
-    let mut j = 0;
-    g.bench_function(BenchmarkId::new("lookup_touch", name), |b| {
-        b.iter(|| {
-            let k = &draws[j & (DRAWS - 1)];
-            j += 1;
-            assert!(t.lookup(black_box(k), NOW));
-        })
-    });
-    let mut j = 0;
-    g.bench_function(BenchmarkId::new("lookup_touch_burst16", name), |b| {
-        b.iter_custom(|iters| {
-            let bursts = iters.div_ceil(16);
-            let start = Instant::now();
-            for _ in 0..bursts {
-                let ks: &[model::Key; 16] = draws[j..j + 16].try_into().unwrap();
-                j = (j + 16) & (DRAWS - 1);
-                assert_eq!(t.lookup_burst(black_box(ks), NOW), 16);
-            }
-            start.elapsed().mul_f64(iters as f64 / (bursts * 16) as f64)
-        })
-    });
-    g.finish();
 }
 
 // ---- the benchmarks -----------------------------------------------------------------------
@@ -730,13 +549,32 @@ fn methods() -> Vec<Method> {
     }
 }
 
+fn modes() -> Vec<Mode> {
+    match std::env::var("RVS_BENCH_MODES").as_deref() {
+        Ok("one") => vec![Mode::One],
+        Ok("burst") => vec![Mode::Burst],
+        _ => vec![Mode::One, Mode::Burst],
+    }
+}
+
+/// Which benchmarks run: `RVS_BENCH_ICMP` = `0` (none of the ICMP ones), `only` (only those).
+fn icmp_choice() -> (bool, bool) {
+    match std::env::var("RVS_BENCH_ICMP").as_deref() {
+        Ok("0") => (true, false),
+        Ok("only") => (false, true),
+        _ => (true, true),
+    }
+}
+
 fn bench_size(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng, syns: &Frames) {
     let (frames, flows) = established_draws(n, rng);
     let big = n >= 1_000_000;
-    if !std::env::var("RVS_BENCH_MODEL").is_ok_and(|v| v == "0") {
-        bench_model(c, name, n, &flows);
-    }
+    let (forwarding, icmp) = icmp_choice();
+    let mut drv = Driver::new();
     for method in methods() {
+        if !forwarding && method == Method::Tun {
+            continue;
+        }
         let mut dp = populated(method, n);
         check_transmits(&mut dp, &frames, "established");
         let mut g = c.benchmark_group(format!("dataplane/{}", method.name()));
@@ -744,56 +582,88 @@ fn bench_size(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng, syns: &Fra
         if big {
             g.sample_size(20);
         }
-        let mut pos = 0;
-        g.bench_function(BenchmarkId::new("established", name), |b| {
-            b.iter_custom(|iters| forward_loop(&mut dp, &frames, &mut pos, iters))
-        });
-        assert_eq!(
-            dp.director().conns().len(),
-            n,
-            "established packets changed the table"
-        );
-        match method {
-            Method::Dr => {
-                // The table lookup alone, same draws (read the table's share of the above).
-                let keys: Vec<FlowKey> = (0..frames.count())
-                    .map(|i| {
-                        *parse_ethernet(frames.get(i))
-                            .unwrap()
-                            .ip()
-                            .unwrap()
-                            .flow_key()
-                            .as_ref()
-                            .unwrap()
-                    })
-                    .collect();
-                let mut j = 0;
-                g.bench_function(BenchmarkId::new("conn_lookup_in", name), |b| {
-                    let t = dp.director().conns();
-                    b.iter(|| {
-                        let k = &keys[j & (DRAWS - 1)];
-                        j += 1;
-                        black_box(t.lookup_in(black_box(k)))
+        if forwarding {
+            for mode in modes() {
+                let mut pos = 0;
+                g.bench_function(BenchmarkId::new(mode.name("established"), name), |b| {
+                    b.iter_custom(|iters| {
+                        drv.run(
+                            &mut dp,
+                            |i| frames.get(i),
+                            DRAWS,
+                            &mut pos,
+                            iters,
+                            NOW,
+                            mode,
+                        )
                     })
                 });
-                drop(keys);
-                let mut pos = 0;
-                g.bench_function(BenchmarkId::new("established_burst16", name), |b| {
-                    b.iter_custom(|iters| burst16(&mut dp, &frames, &mut pos, iters))
-                });
             }
-            Method::Nat => {
-                let replies = reply_draws(&dp, &flows);
-                check_transmits(&mut dp, &replies, "reply");
-                let mut pos = 0;
-                g.bench_function(BenchmarkId::new("reply", name), |b| {
-                    b.iter_custom(|iters| forward_loop(&mut dp, &replies, &mut pos, iters))
-                });
+            assert_eq!(
+                dp.director().conns().len(),
+                n,
+                "established packets changed the table"
+            );
+            match method {
+                Method::Dr => {
+                    // The table lookup alone, same draws (the table's share of the above).
+                    let keys: Vec<FlowKey> = (0..frames.count())
+                        .map(|i| {
+                            *parse_ethernet(frames.get(i))
+                                .unwrap()
+                                .ip()
+                                .unwrap()
+                                .flow_key()
+                                .as_ref()
+                                .unwrap()
+                        })
+                        .collect();
+                    let mut j = 0;
+                    g.bench_function(BenchmarkId::new("conn_lookup_in", name), |b| {
+                        let t = dp.director().conns();
+                        b.iter_custom(|iters| {
+                            timed(iters, || {
+                                let k = &keys[j & (DRAWS - 1)];
+                                j += 1;
+                                black_box(t.lookup_in(black_box(k)));
+                            })
+                        })
+                    });
+                }
+                Method::Nat => {
+                    let replies = reply_draws(&dp, &flows);
+                    check_transmits(&mut dp, &replies, "reply");
+                    for mode in modes() {
+                        let mut pos = 0;
+                        g.bench_function(BenchmarkId::new(mode.name("reply"), name), |b| {
+                            b.iter_custom(|iters| {
+                                drv.run(
+                                    &mut dp,
+                                    |i| replies.get(i),
+                                    DRAWS,
+                                    &mut pos,
+                                    iters,
+                                    NOW,
+                                    mode,
+                                )
+                            })
+                        });
+                    }
+                }
+                Method::Tun => {}
             }
-            Method::Tun => {}
         }
-        if method != Method::Tun {
+        g.finish();
+        if icmp && method != Method::Tun {
+            bench_icmp(c, &mut dp, &mut drv, method, name, n, rng);
+        }
+        if forwarding && method != Method::Tun {
             // SYN path into the table at n (max raised to hold a batch on top).
+            let mut g = c.benchmark_group(format!("dataplane/{}", method.name()));
+            g.throughput(Throughput::Elements(1));
+            if big {
+                g.sample_size(20);
+            }
             let k = (n / 10).clamp(100, 65_536);
             let mut s = dp.settings().clone();
             s.conn_tab_max = n + k;
@@ -805,17 +675,21 @@ fn bench_size(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng, syns: &Fra
                 expired: 0,
                 refreshed: T0,
             };
-            g.bench_function(BenchmarkId::new("syn", name), |b| {
-                b.iter_custom(|iters| syn_loop(&mut dp, syns, n, k, &mut st, iters))
-            });
+            for mode in modes() {
+                g.bench_function(BenchmarkId::new(mode.name("syn"), name), |b| {
+                    b.iter_custom(|iters| {
+                        syn_loop(&mut dp, &mut drv, syns, n, k, &mut st, iters, mode)
+                    })
+                });
+            }
             eprintln!(
                 "{:>3} {n:>8} conns: SYN batches of {k}; expiring them afterwards cost {:.0} ns per connection ({} expired)",
                 method.name(),
                 st.expiry.as_nanos() as f64 / st.expired.max(1) as f64,
                 st.expired,
             );
+            g.finish();
         }
-        g.finish();
     }
 }
 
@@ -862,27 +736,19 @@ fn big_df_frame(c: SocketAddr, out: &mut Vec<u8>) {
         .unwrap();
 }
 
-fn icmp_loop(dp: &mut Dataplane, frames: &[Vec<u8>], pos: &mut usize, iters: u64) -> Duration {
-    let mut f = Frame::with_capacity(2048);
-    let mut extra: Vec<Tx> = Vec::new();
-    let mask = frames.len() - 1;
-    let mut i = *pos;
-    let start = Instant::now();
-    for _ in 0..iters {
-        f.set(&frames[i]);
-        black_box(dp.process(&mut f, NOW, &mut extra));
-        i = (i + 1) & mask;
-    }
-    let t = start.elapsed();
-    *pos = i;
-    t
-}
-
-/// ICMP errors forwarded (NAT and DR) over N connections, errors drawn uniformly over the
-/// flows; and the packet-too-big generation path (DR). Rate limits are lifted for the
-/// measurement (`icmp_forward_per_sec=0`, generation buckets at 10⁹): the limiter's own cost is
-/// still paid on every packet, only its verdict is not "suppressed".
-fn bench_icmp(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng) {
+/// ICMP errors forwarded (NAT and DR) over the N connections of `dp`, errors drawn uniformly
+/// over the flows; and (DR) the packet-too-big generation path. Rate limits are lifted for the
+/// measurement (`icmp_forward_per_sec=0`, generation buckets at 10⁶/s): the limiter's own cost
+/// is still paid on every packet, only its verdict is not "suppressed".
+fn bench_icmp(
+    c: &mut Criterion,
+    dp: &mut Dataplane,
+    drv: &mut Driver,
+    method: Method,
+    name: &str,
+    n: usize,
+    rng: &mut Rng,
+) {
     let mut bytes = Vec::with_capacity(2048);
     let draws: Vec<usize> = (0..ICMP_DRAWS).map(|_| rng.below(n)).collect();
     let errors: Vec<Vec<u8>> = draws
@@ -892,55 +758,58 @@ fn bench_icmp(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng) {
             bytes.clone()
         })
         .collect();
-    for method in [Method::Nat, Method::Dr] {
-        let mut dp = populated(method, n);
-        let mut s = dp.settings().clone();
-        for (k, v) in [
-            ("icmp_forward_per_sec", "0"),
-            ("icmp_msgs_per_sec", "1000000"),
-            ("icmp_msgs_burst", "1000000"),
-            ("icmp_ratelimit", "0"),
-        ] {
-            s.set(k, v).unwrap();
-        }
-        dp.director_mut().set_settings(s);
-        let mut g = c.benchmark_group(format!("icmp/{}", method.name()));
-        g.throughput(Throughput::Elements(1));
-        if n >= 1_000_000 {
-            g.sample_size(20);
-        }
-        {
-            let mut f = Frame::with_capacity(2048);
-            let mut extra = Vec::new();
-            for e in errors.iter().step_by(997) {
-                f.set(e);
-                let v = dp.process(&mut f, NOW, &mut extra);
-                assert!(matches!(v, Verdict::Transmit { .. }), "icmp error: {v:?}");
-            }
-        }
-        let mut pos = 0;
-        g.bench_function(BenchmarkId::new("error_forwarded", name), |b| {
-            b.iter_custom(|iters| icmp_loop(&mut dp, &errors, &mut pos, iters))
-        });
-        if method == Method::Dr {
-            let big: Vec<Vec<u8>> = draws
-                .iter()
-                .map(|&i| {
-                    big_df_frame(client(i, 1024), &mut bytes);
-                    bytes.clone()
-                })
-                .collect();
-            let mut f = Frame::with_capacity(2048);
-            f.set(&big[0]);
-            let v = dp.process(&mut f, NOW, &mut Vec::new());
-            assert!(matches!(v, Verdict::Reply { .. }), "too big: {v:?}");
-            let mut pos = 0;
-            g.bench_function(BenchmarkId::new("packet_too_big_generated", name), |b| {
-                b.iter_custom(|iters| icmp_loop(&mut dp, &big, &mut pos, iters))
-            });
-        }
-        g.finish();
+    let mut s = dp.settings().clone();
+    for (k, v) in [
+        ("icmp_forward_per_sec", "0"),
+        ("icmp_msgs_per_sec", "1000000"),
+        ("icmp_msgs_burst", "1000000"),
+        ("icmp_ratelimit", "0"),
+    ] {
+        s.set(k, v).unwrap();
     }
+    dp.director_mut().set_settings(s);
+    let mut g = c.benchmark_group(format!("icmp/{}", method.name()));
+    g.throughput(Throughput::Elements(1));
+    if n >= 1_000_000 {
+        g.sample_size(20);
+    }
+    {
+        let mut f = Frame::with_capacity(2048);
+        let mut extra = Vec::new();
+        for e in errors.iter().step_by(997) {
+            f.set(e);
+            let v = dp.process(&mut f, NOW, &mut extra);
+            assert!(matches!(v, Verdict::Transmit { .. }), "icmp error: {v:?}");
+        }
+    }
+    for mode in modes() {
+        let mut pos = 0;
+        g.bench_function(BenchmarkId::new(mode.name("error_forwarded"), name), |b| {
+            b.iter_custom(|iters| {
+                drv.run(dp, |i| &errors[i], ICMP_DRAWS, &mut pos, iters, NOW, mode)
+            })
+        });
+    }
+    if method == Method::Dr {
+        let big: Vec<Vec<u8>> = draws
+            .iter()
+            .map(|&i| {
+                big_df_frame(client(i, 1024), &mut bytes);
+                bytes.clone()
+            })
+            .collect();
+        let mut f = Frame::with_capacity(2048);
+        f.set(&big[0]);
+        let v = dp.process(&mut f, NOW, &mut Vec::new());
+        assert!(matches!(v, Verdict::Reply { .. }), "too big: {v:?}");
+        let mut pos = 0;
+        g.bench_function(BenchmarkId::new("packet_too_big_generated", name), |b| {
+            b.iter_custom(|iters| {
+                drv.run(dp, |i| &big[i], ICMP_DRAWS, &mut pos, iters, NOW, Mode::One)
+            })
+        });
+    }
+    g.finish();
 }
 
 fn benches(c: &mut Criterion) {
@@ -954,29 +823,122 @@ fn benches(c: &mut Criterion) {
         let mut f = Frame::with_capacity(2048);
         let mut i = 0;
         g.bench_function("frame_set_54B", |b| {
-            b.iter(|| {
-                f.set(frames.get(i));
-                i = (i + 1) & (DRAWS - 1);
-                black_box(f.data().as_ptr());
+            b.iter_custom(|iters| {
+                timed(iters, || {
+                    f.set(frames.get(i));
+                    i = (i + 1) & (DRAWS - 1);
+                    black_box(f.data().as_ptr());
+                })
             })
         });
         g.finish();
     }
-    if std::env::var("RVS_BENCH_ICMP").is_ok_and(|v| v == "only") {
-        for (name, n) in sizes() {
-            bench_icmp(c, name, n, &mut rng);
-        }
-        return;
-    }
     for (name, n) in sizes() {
         bench_size(c, name, n, &mut rng, &syns);
-        if !std::env::var("RVS_BENCH_ICMP").is_ok_and(|v| v == "0") {
-            bench_icmp(c, name, n, &mut rng);
-        }
     }
 }
 
+/// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`):
+/// no criterion, just COUNT frames of one benchmark after its setup, the time per frame printed
+/// — a fixed amount of work to run under `perf stat` (instructions and cycles per packet).
+fn probe(spec: &str) {
+    let f: Vec<&str> = spec.split(':').collect();
+    let [method, what, mode, size, count] = f[..] else {
+        panic!("RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT")
+    };
+    let method = [Method::Dr, Method::Nat, Method::Tun]
+        .into_iter()
+        .find(|m| m.name() == method)
+        .unwrap();
+    let mode = if mode == "burst" {
+        Mode::Burst
+    } else {
+        Mode::One
+    };
+    let n = SIZES.iter().find(|(s, _)| *s == size).unwrap().1;
+    let count: u64 = count.parse().unwrap();
+    let mut rng = Rng(0x5eed);
+    let mut dp = populated(method, n);
+    let (frames, flows) = established_draws(n, &mut rng);
+    let mut drv = Driver::new();
+    let mut pos = 0;
+    let t = match what {
+        "established" => drv.run(
+            &mut dp,
+            |i| frames.get(i),
+            DRAWS,
+            &mut pos,
+            count,
+            NOW,
+            mode,
+        ),
+        "reply" => {
+            let replies = reply_draws(&dp, &flows);
+            drv.run(
+                &mut dp,
+                |i| replies.get(i),
+                DRAWS,
+                &mut pos,
+                count,
+                NOW,
+                mode,
+            )
+        }
+        "lookup" => {
+            // The table alone: keys of the same draws, looked up one by one or in groups of
+            // BURST with the two prefetch stages.
+            let keys: Vec<FlowKey> = (0..DRAWS)
+                .map(|i| {
+                    *parse_ethernet(frames.get(i))
+                        .unwrap()
+                        .ip()
+                        .unwrap()
+                        .flow_key()
+                        .as_ref()
+                        .unwrap()
+                })
+                .collect();
+            let t = dp.director().conns();
+            let start = clock();
+            let mut found = 0;
+            let mut i = 0;
+            for _ in 0..count / BURST as u64 {
+                let ks = &keys[i..i + BURST];
+                i = (i + BURST) & (DRAWS - 1);
+                if mode == Mode::One {
+                    for k in ks {
+                        found += usize::from(t.lookup_in(k).is_some());
+                    }
+                    continue;
+                }
+                let mut hs = [0u64; BURST];
+                for (h, k) in hs.iter_mut().zip(ks) {
+                    *h = t.key_hash(k);
+                    t.prefetch_in(*h);
+                }
+                for h in &hs {
+                    t.prefetch_in_entries(*h);
+                }
+                for (h, k) in hs.iter().zip(ks) {
+                    found += usize::from(t.lookup_in_hashed(k, *h).is_some());
+                }
+            }
+            assert_eq!(found as u64, count / BURST as u64 * BURST as u64);
+            clock() - start
+        }
+        _ => panic!("WHAT: established, reply or lookup"),
+    };
+    eprintln!(
+        "probe {spec}: {:.1} ns per frame",
+        t.as_nanos() as f64 / count as f64
+    );
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("RVS_BENCH_PROBE") {
+        probe(&spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();

@@ -13,16 +13,18 @@ use rvs_core::settings::{ExpiredReply, Settings};
 use rvs_core::types::{FwdMethod, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
 use rvs_wire::parse::{
-    FlowKey, IpInfo, Net, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
+    FlowKey, IpInfo, Net, ParsedFrame, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
 };
 
 use crate::frag::{self, FragDrop, FragKey, FragLimits, FragTracker, Reassembler};
 use crate::ratelimit::{DEFAULT_MAX_KEYS, KeyedLimiter, TokenBucket};
 
+mod burst;
 mod icmp;
 use crate::frame::Frame;
 use crate::verdict::{DropLog, DropLogger, DropReason, Tx, Verdict};
 use crate::xmit::{self, NatSide, TunnelOuter};
+pub use burst::BURST;
 pub use icmp::{IcmpCounters, IcmpOutcome, MIN_PMTU_V4, MIN_PMTU_V6, TUNNEL_PMTU_AGE};
 
 /// How the director sits on its (one) interface.
@@ -225,35 +227,77 @@ impl Dataplane {
     /// Process one frame received at `now`. The frame may be rewritten in place or replaced by a
     /// reply; additional frames to transmit are appended to `extra`.
     pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
+        self.process_hashed(frame, None, now, extra)
+    }
+
+    /// [`Dataplane::process`] with the connection table's hash of the frame's flow key, when a
+    /// burst computed it.
+    #[inline(always)]
+    fn process_hashed(
+        &mut self,
+        frame: &mut Frame,
+        hash: Option<u64>,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        match parse_ethernet(frame.data()) {
+            Ok(parsed) => self.process_parsed(frame, &parsed, hash, now, extra),
+            Err(e) => self.unparsed(e, now),
+        }
+    }
+
+    /// A frame that does not parse.
+    #[cold]
+    #[inline(never)]
+    fn unparsed(&mut self, e: rvs_wire::WireError, now: Time) -> Verdict {
         self.counters.rx += 1;
         self.last_dest = None;
         self.now = now;
-        let parsed = match parse_ethernet(frame.data()) {
-            Ok(p) => p,
+        match e {
             // An ICMP message shorter than its 8-byte header is an ICMP drop, named as such.
-            Err(
-                rvs_wire::WireError::Truncated { layer, .. }
-                | rvs_wire::WireError::BadTotalLen { layer, .. },
-            ) if matches!(
-                layer,
-                rvs_wire::error::Layer::Icmpv4 | rvs_wire::error::Layer::Icmpv6
-            ) =>
+            rvs_wire::WireError::Truncated { layer, .. }
+            | rvs_wire::WireError::BadTotalLen { layer, .. }
+                if matches!(
+                    layer,
+                    rvs_wire::error::Layer::Icmpv4 | rvs_wire::error::Layer::Icmpv6
+                ) =>
             {
-                return self.drop(DropReason::IcmpMalformed);
+                self.drop(DropReason::IcmpMalformed)
             }
-            Err(_) => return self.drop(DropReason::Malformed),
-        };
+            _ => self.drop(DropReason::Malformed),
+        }
+    }
+
+    /// [`Dataplane::process`] of a frame already parsed (`parsed` is `parse_ethernet` of its
+    /// bytes); `hash` is the connection table's hash of its flow key, when a burst computed it.
+    #[inline(always)]
+    fn process_parsed(
+        &mut self,
+        frame: &mut Frame,
+        parsed: &ParsedFrame,
+        hash: Option<u64>,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        self.counters.rx += 1;
+        self.last_dest = None;
+        self.now = now;
         let Net::Ip(ip) = &parsed.net else {
             return self.local();
         };
-        let v = self.process_ip(frame, ip, now, extra);
+        let appended = extra.len();
+        let v = self.process_ip(frame, ip, hash, now, extra);
         match v {
             Verdict::Transmit { .. } => self.counters.forwarded += 1,
             Verdict::Reply { .. } => self.counters.generated += 1,
             Verdict::Held => self.counters.held += 1,
             _ => {}
         }
-        self.counters.forwarded += extra.iter().filter(|t| !t.generated && !t.local).count() as u64;
+        // Only what this frame added (a burst appends every frame's extras to one vector).
+        if let Some(new) = extra.get(appended..) {
+            self.counters.forwarded +=
+                new.iter().filter(|t| !t.generated && !t.local).count() as u64;
+        }
         v
     }
 
@@ -262,6 +306,7 @@ impl Dataplane {
         &mut self,
         frame: &mut Frame,
         ip: &IpInfo,
+        hash: Option<u64>,
         now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
@@ -282,10 +327,11 @@ impl Dataplane {
             _ => 0,
         };
         let len = ip.end() - ip.l3_offset;
-        if let Some(cid) = self.director.conn_in_live(&key, now) {
+        let probe = self.director.conns().probe(&key, hash);
+        if let Some(cid) = self.director.conn_in_live_probe(&probe, now) {
             return self.forward_in(frame, ip, cid, flags, len, now, extra);
         }
-        if let Some(cid) = self.director.conn_out_live(&key, now) {
+        if let Some(cid) = self.director.conn_out_live_probe(&probe, now) {
             return self.forward_out(frame, ip, cid, flags, len, now, extra);
         }
         let Some(svc) = self.director.find_service(ip.protocol, ip.dst, key.dport) else {
@@ -332,7 +378,7 @@ impl Dataplane {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn forward_in(
         &mut self,
         frame: &mut Frame,
@@ -369,6 +415,10 @@ impl Dataplane {
             Ok(f) => f,
             Err(_) => return self.drop(DropReason::DestUnavailable),
         };
+        // The client side (caddr:cport → vaddr:vport) the reply goes back to.
+        let Some(key) = self.director.conn(fwd.conn).map(|c| c.key) else {
+            return self.drop(DropReason::DestUnavailable);
+        };
         if let Some(v) = self.ttl_check(frame, ip) {
             return v;
         }
@@ -378,10 +428,10 @@ impl Dataplane {
         }
         let data = frame.data_mut();
         xmit::decrement_ttl(data, ip);
-        if !xmit::nat_rewrite(data, ip, NatSide::Source, fwd.key.dst, fwd.key.dport) {
+        if !xmit::nat_rewrite(data, ip, NatSide::Source, key.dst, key.dport) {
             return self.drop(DropReason::Malformed);
         }
-        self.fit_mtu(frame, ip, fwd.key.src, extra)
+        self.fit_mtu(frame, ip, key.src, extra)
     }
 
     /// TTL / hop limit ≤ 1: not forwarded; answered with time exceeded from the director.
@@ -409,7 +459,7 @@ impl Dataplane {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn transmit_to_dest(
         &mut self,
         frame: &mut Frame,
@@ -1072,7 +1122,7 @@ impl Dataplane {
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         self.refragment = true;
-        let v = self.process_ip(frame, ip, now, extra);
+        let v = self.process_ip(frame, ip, None, now, extra);
         self.refragment = false;
         v
     }

@@ -1,0 +1,310 @@
+//! The connection table's hash indexes: buckets of one cache line each, so that a lookup that
+//! hits costs two dependent memory accesses (the bucket, then the slab entry) and both can be
+//! prefetched ahead of time by a burst of packets.
+//!
+//! A bucket holds [`WAYS`] slots: a 16-bit tag (hash bits 48..64; 0 marks a free slot) and the
+//! slab index it points to. The home bucket of a hash is `hash & mask`. A full bucket sends an
+//! insert on to the next one (linear probing over buckets) and counts it in its `over` field,
+//! so a lookup stops at the first bucket whose `over` is 0; removal decrements the counts it
+//! passed. The index doubles before it is three quarters full, which keeps probing beyond the
+//! home bucket rare. Keys stay in the slab: the index stores no key and no hash, so it is
+//! rebuilt from the slab when it grows.
+//!
+//! No panics: every access is checked or masked to the bucket count.
+
+/// Slots per bucket.
+pub(super) const WAYS: usize = 8;
+
+/// Tag of a free slot.
+const FREE: u16 = 0;
+
+/// One cache line: eight (tag, slab index) slots and the probe-past count.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Bucket {
+    tags: [u16; WAYS],
+    slots: [u32; WAYS],
+    /// How many entries are stored beyond this bucket although their probe started at or
+    /// before it (saturating: a saturated count is never decremented, lookups just probe on).
+    over: u16,
+}
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket {
+        tags: [FREE; WAYS],
+        slots: [0; WAYS],
+        over: 0,
+    };
+
+    /// Bit `j` set when slot `j` has `tag` (the compiler turns this into one vector compare).
+    #[inline(always)]
+    fn matches(&self, tag: u16) -> u32 {
+        let mut m = 0;
+        for (j, &t) in self.tags.iter().enumerate() {
+            m |= u32::from(t == tag) << j;
+        }
+        m
+    }
+}
+
+/// The tag of a hash: its top 16 bits, never [`FREE`].
+#[inline(always)]
+fn tag_of(h: u64) -> u16 {
+    let t = (h >> 48) as u16;
+    t | u16::from(t == FREE)
+}
+
+/// Hint the CPU to bring the cache line at `p` into L1 (no effect on program state).
+///
+/// `unsafe` only because `_mm_prefetch` is a `#[target_feature(enable = "sse")]` function,
+/// which Rust still marks unsafe to call although SSE is part of the x86_64 baseline. This is
+/// the hot path's single exception to the rule that unsafe code lives in the daemon's I/O
+/// layer: a burst of packets can only overlap its cache misses if it can name the lines it
+/// will need, and no safe API (nor crate) offers a prefetch.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(super) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address (even an invalid
+    // one), and changes no architectural state; SSE is always present on x86_64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// A bucketised hash index from a 64-bit hash to slab indexes (`u32`).
+pub(super) struct Index {
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+impl Index {
+    /// An empty index (allocates on first growth).
+    pub(super) const fn new() -> Index {
+        Index {
+            buckets: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Entries indexed.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Heap bytes held.
+    pub(super) fn allocation_size(&self) -> usize {
+        self.buckets.capacity() * core::mem::size_of::<Bucket>()
+    }
+
+    #[inline(always)]
+    fn home(&self, h: u64) -> usize {
+        h as usize & self.buckets.len().wrapping_sub(1)
+    }
+
+    /// Prefetch the home bucket of `h`.
+    #[inline]
+    pub(super) fn prefetch(&self, h: u64) {
+        if let Some(b) = self.buckets.get(self.home(h)) {
+            prefetch(b);
+        }
+    }
+
+    /// Call `f` with every slab index whose tag matches `h` in its home bucket (candidates to
+    /// prefetch; entries displaced to later buckets are not offered).
+    #[inline]
+    pub(super) fn home_candidates(&self, h: u64, mut f: impl FnMut(u32)) {
+        let Some(b) = self.buckets.get(self.home(h)) else {
+            return;
+        };
+        let mut m = b.matches(tag_of(h));
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if let Some(&s) = b.slots.get(j) {
+                f(s);
+            }
+        }
+    }
+
+    /// The first slab index with `h`'s tag for which `eq` holds.
+    #[inline(always)]
+    pub(super) fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let n = self.buckets.len();
+        let tag = tag_of(h);
+        let mut b = self.home(h);
+        for _ in 0..n {
+            let bucket = self.buckets.get(b)?;
+            let mut m = bucket.matches(tag);
+            while m != 0 {
+                let j = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if let Some(&s) = bucket.slots.get(j)
+                    && eq(s)
+                {
+                    return Some(s);
+                }
+            }
+            if bucket.over == 0 {
+                return None;
+            }
+            b = (b + 1) & (n - 1);
+        }
+        None
+    }
+
+    /// True when one more entry would pass the load limit (¾ of the slots): grow first.
+    #[inline]
+    pub(super) fn needs_grow(&self) -> bool {
+        (self.len + 1) * 4 > self.buckets.len() * WAYS * 3
+    }
+
+    /// Empty the index into `buckets` new buckets (a power of two) and return the old ones,
+    /// whose entries the caller re-inserts.
+    pub(super) fn reset(&mut self, buckets: usize) -> Vec<Bucket> {
+        self.len = 0;
+        core::mem::replace(
+            &mut self.buckets,
+            vec![Bucket::EMPTY; buckets.next_power_of_two()],
+        )
+    }
+
+    /// The bucket count after the next growth.
+    pub(super) fn grown(&self) -> usize {
+        (self.buckets.len() * 2).max(1)
+    }
+
+    /// Every slab index held by `buckets` (an index's old buckets, while it is rebuilt).
+    pub(super) fn slots_of(buckets: &[Bucket]) -> impl Iterator<Item = u32> + '_ {
+        buckets.iter().flat_map(|b| {
+            b.tags
+                .iter()
+                .zip(b.slots)
+                .filter(|(t, _)| **t != FREE)
+                .map(|(_, s)| s)
+        })
+    }
+
+    /// Add slab index `i` under hash `h`. The caller grew the index first if
+    /// [`Index::needs_grow`] said so; an index without room ignores the insert.
+    pub(super) fn insert(&mut self, h: u64, i: u32) {
+        let n = self.buckets.len();
+        let tag = tag_of(h);
+        let mut b = self.home(h);
+        for _ in 0..n {
+            let Some(bucket) = self.buckets.get_mut(b) else {
+                return;
+            };
+            let free = bucket.matches(FREE);
+            if free != 0 {
+                let j = free.trailing_zeros() as usize;
+                if let (Some(t), Some(s)) = (bucket.tags.get_mut(j), bucket.slots.get_mut(j)) {
+                    *t = tag;
+                    *s = i;
+                    self.len += 1;
+                }
+                return;
+            }
+            bucket.over = bucket.over.saturating_add(1);
+            b = (b + 1) & (n - 1);
+        }
+    }
+
+    /// Remove slab index `i`, indexed under hash `h`. False when it is not there.
+    pub(super) fn remove(&mut self, h: u64, i: u32) -> bool {
+        let n = self.buckets.len();
+        let tag = tag_of(h);
+        let home = self.home(h);
+        let mut b = home;
+        for _ in 0..n {
+            let Some(bucket) = self.buckets.get_mut(b) else {
+                return false;
+            };
+            let m = bucket.matches(tag);
+            let hit = (0..WAYS).find(|&j| m & (1 << j) != 0 && bucket.slots.get(j) == Some(&i));
+            if let Some(j) = hit {
+                if let Some(t) = bucket.tags.get_mut(j) {
+                    *t = FREE;
+                }
+                self.len = self.len.saturating_sub(1);
+                // The buckets it probed past no longer hold it beyond them.
+                let mut p = home;
+                while p != b {
+                    if let Some(x) = self.buckets.get_mut(p)
+                        && x.over != u16::MAX
+                    {
+                        x.over = x.over.saturating_sub(1);
+                    }
+                    p = (p + 1) & (n - 1);
+                }
+                return true;
+            }
+            if bucket.over == 0 {
+                return false;
+            }
+            b = (b + 1) & (n - 1);
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn bucket_is_one_line() {
+        assert_eq!(core::mem::size_of::<Bucket>(), 64);
+        assert_eq!(core::mem::align_of::<Bucket>(), 64);
+    }
+
+    fn grow(ix: &mut Index, hashes: &HashMap<u32, u64>) {
+        let old = ix.reset(ix.grown());
+        for s in Index::slots_of(&old).collect::<Vec<_>>() {
+            ix.insert(hashes[&s], s);
+        }
+    }
+
+    /// Colliding hashes (few home buckets) exercise probing, `over` counts and removal.
+    #[test]
+    fn probing_insert_find_remove_against_a_map() {
+        let mut ix = Index::new();
+        let mut hashes: HashMap<u32, u64> = HashMap::new();
+        let mut s = 0x1234_5678_u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for round in 0..6_000u32 {
+            let r = next();
+            if r % 3 != 0 || hashes.is_empty() {
+                // 256 home buckets at most, four tags (0 among them): long probes, tag collisions.
+                let h = (r & 0xff) | ((r >> 8) & 0x3) << 48;
+                if ix.needs_grow() {
+                    grow(&mut ix, &hashes);
+                }
+                ix.insert(h, round);
+                hashes.insert(round, h);
+            } else {
+                let k = *hashes.keys().nth((r as usize >> 3) % hashes.len()).unwrap();
+                let h = hashes.remove(&k).unwrap();
+                assert!(ix.remove(h, k));
+                assert!(!ix.remove(h, k));
+            }
+            if round % 97 == 0 {
+                assert_eq!(ix.len(), hashes.len());
+                for (&k, &h) in &hashes {
+                    assert_eq!(ix.find(h, |x| x == k), Some(k), "lost {k}");
+                }
+                assert_eq!(ix.find(0xdead, |_| false), None);
+            }
+        }
+    }
+}

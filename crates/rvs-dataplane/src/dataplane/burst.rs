@@ -1,0 +1,149 @@
+//! `Dataplane::process_burst`: many frames at once, their connection lookups' cache misses
+//! overlapped.
+//!
+//! Past a few hundred thousand connections the table no longer fits the caches, and a lookup
+//! costs two dependent memory accesses (index bucket, then entry) of a few hundred ns each.
+//! One packet at a time those are paid in full. A burst of up to [`BURST`] frames pays them
+//! together, in three stages:
+//!
+//! 1. parse every frame, hash the key its lookup will use (its own flow key; for an ICMP error
+//!    the reversed key of the quoted packet) and prefetch the index buckets of that hash;
+//! 2. read those buckets and prefetch the entries whose tags match;
+//! 3. run each frame, in order, through the ordinary per-packet path ([`Dataplane::process`]'s
+//!    body, with the hash of stage 1 handed on), whose lookups now hit the cache.
+//!
+//! Stages 1 and 2 change no state (prefetches are hints), and stage 3 does every lookup in frame
+//! order, so a burst is exactly `process` on each frame in turn — two packets of one flow, or a
+//! SYN and the next segment of its new connection, in one burst included.
+//!
+//! (A rolling pipeline — stage 1 sixteen frames ahead of stage 3, stage 2 eight — measured about
+//! 10 ns per packet slower than these stages at 1 M and 4 M connections, and was dropped.)
+
+use rvs_core::types::Time;
+use rvs_wire::parse::{Transport, parse_ethernet, proto, tcp_flags};
+use rvs_wire::quote;
+
+use super::Dataplane;
+use crate::frame::Frame;
+use crate::verdict::{Tx, Verdict};
+
+/// Frames whose lookups one round of [`Dataplane::process_burst`] overlaps (longer slices are
+/// taken in rounds of this many). Sixteen measured best on the 2-vCPU EPYC (Zen 4) VM at 1 M
+/// connections: 8, 12, 24, 32 and 64 were 5–20 % slower — more prefetches than the core can
+/// keep in flight are dropped or evict each other, fewer leave latency uncovered.
+pub const BURST: usize = 16;
+
+/// What stage 1 learned of a frame (small: the parse itself is cheaper to redo in stage 3
+/// than to keep and copy).
+#[derive(Clone, Copy)]
+struct Pre {
+    /// The table's hash of the frame's own TCP/UDP flow key, handed to its lookup.
+    own: Option<u64>,
+    /// The hash whose buckets were prefetched (own key, or an ICMP error's quoted flow).
+    lookup: Option<u64>,
+}
+
+impl Pre {
+    const NONE: Pre = Pre {
+        own: None,
+        lookup: None,
+    };
+}
+
+impl Dataplane {
+    /// Process `frames`, all received at `now`, exactly as [`Dataplane::process`] on each in
+    /// turn would — same verdicts, same rewritten frames, same state changes and counters — but
+    /// with the connection lookups of up to [`BURST`] frames prefetched together. One verdict
+    /// per frame is appended to `verdicts`, in order; extra frames to transmit are appended to
+    /// `extra` in the order `process` would have appended them.
+    pub fn process_burst(
+        &mut self,
+        frames: &mut [Frame],
+        now: Time,
+        extra: &mut Vec<Tx>,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        verdicts.reserve(frames.len());
+        for chunk in frames.chunks_mut(BURST) {
+            let mut pre = [Pre::NONE; BURST];
+            for (p, f) in pre.iter_mut().zip(chunk.iter()) {
+                *p = self.prefetch_buckets(f);
+            }
+            for p in &pre[..chunk.len()] {
+                self.prefetch_entries(p);
+            }
+            for (p, f) in pre.iter().zip(chunk.iter_mut()) {
+                verdicts.push(self.process_hashed(f, p.own, now, extra));
+            }
+        }
+    }
+
+    /// Stage 2 for one frame: read its prefetched index buckets, prefetch the entries whose
+    /// tags match.
+    #[inline]
+    fn prefetch_entries(&self, p: &Pre) {
+        if let Some(h) = p.lookup {
+            let t = self.director.conns();
+            t.prefetch_in_entries(h);
+            t.prefetch_out_entries(h);
+        }
+    }
+
+    /// Stage 1 for one frame: parse, hash the lookup key, prefetch its index buckets.
+    #[inline]
+    fn prefetch_buckets(&self, f: &Frame) -> Pre {
+        let Ok(parsed) = parse_ethernet(f.data()) else {
+            return Pre::NONE;
+        };
+        let mut pre = Pre::NONE;
+        let Some(ip) = parsed.ip() else {
+            return pre;
+        };
+        if ip.fragment.is_some() {
+            // Fragments follow the fragment tracker's decisions, not a lookup of their own.
+            return pre;
+        }
+        let t = self.director.conns();
+        let h = match ip.protocol {
+            proto::TCP | proto::UDP => {
+                let Some(key) = ip.flow_key() else {
+                    return pre;
+                };
+                if matches!(ip.transport, Transport::Tcp { flags, .. } if flags & tcp_flags::SYN != 0)
+                {
+                    // Perhaps a new connection: the slot it would take.
+                    t.prefetch_insert();
+                }
+                let h = t.key_hash(&key);
+                pre.own = Some(h);
+                h
+            }
+            proto::ICMP | proto::ICMPV6 if ip.is_icmp_error() => {
+                let Some(msg) = f.data().get(ip.l4_offset..ip.end()) else {
+                    return pre;
+                };
+                let e = if ip.is_ipv4() {
+                    quote::read_icmpv4_error(msg)
+                } else {
+                    quote::read_icmpv6_error(msg)
+                };
+                let Ok(e) = e else {
+                    return pre;
+                };
+                if !matches!(e.quote.protocol, proto::TCP | proto::UDP) {
+                    return pre;
+                }
+                let Ok(key) = e.quote.reversed_key() else {
+                    return pre;
+                };
+                t.key_hash(&key)
+            }
+            _ => return pre,
+        };
+        // Both indexes: a dest's reply (NAT) misses the in index before it finds the out one.
+        t.prefetch_in(h);
+        t.prefetch_out(h);
+        pre.lookup = Some(h);
+        pre
+    }
+}
