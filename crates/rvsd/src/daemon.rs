@@ -630,8 +630,6 @@ struct Worker {
     tagged: Vec<u8>,
     /// Rate-limited log of frames whose offloads could not be finished.
     offload_log: RateLog,
-    /// Scratch for the dataplane's extra transmissions.
-    extra: Vec<Tx>,
     /// Verdicts of the current burst, by frame index, and the extra frames they released.
     verdicts: Vec<Verdict>,
     out_extra: Vec<Tx>,
@@ -657,7 +655,6 @@ impl Worker {
             scratch: Vec::new(),
             tagged: Vec::new(),
             offload_log: RateLog::default(),
-            extra: Vec::new(),
             verdicts: Vec::new(),
             out_extra: Vec::new(),
             pending: VecDeque::new(),
@@ -749,21 +746,24 @@ impl Worker {
         }
         IoCounters::add(&self.stats.frames, self.used as u64);
         let mut frames = std::mem::take(&mut self.frames);
+        for f in &frames[..self.used] {
+            let (syn, icmp) = classify(f.data());
+            IoCounters::add(&self.stats.tcp_syn, u64::from(syn));
+            IoCounters::add(&self.stats.icmp_errors, u64::from(icmp));
+        }
         self.verdicts.clear();
         self.out_extra.clear();
         {
             let shared = &self.ws.shared;
             let mut dp = lock(&shared.dp);
             let now = shared.now();
-            for f in &mut frames[..self.used] {
-                let (syn, icmp) = classify(f.data());
-                IoCounters::add(&self.stats.tcp_syn, u64::from(syn));
-                IoCounters::add(&self.stats.icmp_errors, u64::from(icmp));
-                self.extra.clear();
-                let v = dp.process(f, now, &mut self.extra);
-                self.verdicts.push(v);
-                self.out_extra.append(&mut self.extra);
-            }
+            // The whole burst at once: the dataplane prefetches its connection lookups.
+            dp.process_burst(
+                &mut frames[..self.used],
+                now,
+                &mut self.out_extra,
+                &mut self.verdicts,
+            );
         }
         let verdicts = std::mem::take(&mut self.verdicts);
         for (f, v) in frames.iter_mut().zip(&verdicts) {
