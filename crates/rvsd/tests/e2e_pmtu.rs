@@ -160,6 +160,7 @@ fn stop(d: Rvsd<'_>) {
         eprintln!("rvsd counters at the end:\n{}", summary(&c));
     }
     let exit = d.stop().expect("stopping rvsd");
+    eprintln!("rvsd log:\n{}", exit.stderr);
     assert_eq!(
         exit.code,
         Some(0),
@@ -482,7 +483,7 @@ fn two_workers(mode: Mode, fam: Family) {
             &format!("expected counters of 2 workers, got {}", c.workers.len()),
         );
     }
-    let (w0, w1) = (c.workers[0], c.workers[1]);
+    let (w0, w1) = (&c.workers[0], &c.workers[1]);
     if w0.tcp_syn == 0 || w1.tcp_syn == 0 {
         fail(
             d,
