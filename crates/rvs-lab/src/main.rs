@@ -5,13 +5,18 @@
 //!   namespace (use `ip netns exec NS rvs-lab decap ...`) until killed; the TUN device goes
 //!   away with the process.
 //! - `rvs-lab sweep`: removes lab namespaces left behind by processes that no longer exist.
+//! - `rvs-lab demo --rvsd PATH`: the demo (as root): NAT/DR/TUN balancing and the path-MTU
+//!   scenario with the real `rvsd` in lab topologies, a short report, nothing left behind.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rvs_lab::{DecapConfig, Decapsulator, remove_stale};
+
+mod demo;
 
 #[derive(Parser)]
 #[command(name = "rvs-lab", version, about = "RVS lab utilities")]
@@ -45,6 +50,17 @@ enum Cmd {
     },
     /// Remove lab namespaces (rvs-<pid>-...) whose process no longer exists.
     Sweep,
+    /// Run the demo (as root): NAT/DR/TUN balancing and the path-MTU scenario with and without
+    /// ICMP forwarding, in lab topologies with the real rvsd; prints a report, exits 1 if a
+    /// check failed, 2 if the labs could not be run.
+    Demo {
+        /// The rvsd binary to run in the labs.
+        #[arg(long)]
+        rvsd: PathBuf,
+        /// HTTP GETs per mode and family in the balancing part.
+        #[arg(long, default_value_t = 300)]
+        requests: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +103,24 @@ fn main() -> ExitCode {
                         now.ipv4, now.ipv6, now.malformed, now.wrong_inner, now.tun_errors
                     );
                     last = now;
+                }
+            }
+        }
+        Cmd::Demo { rvsd, requests } => {
+            if !rvsd.is_file() {
+                eprintln!("rvs-lab demo: --rvsd {}: no such file", rvsd.display());
+                return ExitCode::from(2);
+            }
+            let opts = demo::DemoOpts {
+                requests,
+                ..demo::DemoOpts::default()
+            };
+            match demo::run(&rvsd, &opts) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("rvs-lab demo: {e}");
+                    ExitCode::from(2)
                 }
             }
         }
