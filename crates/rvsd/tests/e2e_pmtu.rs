@@ -63,6 +63,7 @@ fn start<'l>(lab: &'l DirectorLab, fam: Family, sets: &[(&str, &str)], workers: 
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         workers: Some(workers),
+        ..RvsdOpts::default()
     };
     Rvsd::start(lab, rvsd_bin(), &opts).expect("rvsd starts")
 }
