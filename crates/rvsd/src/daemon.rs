@@ -306,6 +306,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
             args.tap
         );
     }
+    // The rings before the claims: from the moment the table drops a claimed frame in the
+    // host, a ring must hold the director's copy of it (or a restart under traffic loses it).
+    let sockets = open_sockets(args, workers)?;
     let mut nft = NftTable::install(&args.nft_table, &args.interfaces, &claims)
         .with_context(|| format!("installing nftables table {}", args.nft_table))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -316,7 +319,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
         counters: Arc::new(IoCounters::default()),
         stop: Arc::clone(&stop),
     });
-    let result = serve(args, &ws, workers, &addrs, &mut signals, &mut nft, running);
+    let result = serve(args, &ws, sockets, &addrs, &mut signals, &mut nft, running);
     // Teardown happens whatever went wrong above.
     stop.store(true, Ordering::SeqCst);
     let table = nft.name().to_owned();
@@ -338,11 +341,44 @@ pub(crate) fn run(args: &RunArgs) -> Result<()> {
     result
 }
 
+/// Every worker's packet sockets, one per interface, joined per interface in one fanout group.
+fn open_sockets(args: &RunArgs, workers: usize) -> Result<Vec<Vec<PacketSocket>>> {
+    let mut all = Vec::with_capacity(workers);
+    // One fanout group per interface, unique to this process.
+    let base = (std::process::id() as u16).wrapping_mul(31);
+    for w in 0..workers {
+        let mut socks = Vec::new();
+        for (i, ifname) in args.interfaces.iter().enumerate() {
+            let opts = RingOpts {
+                fanout_group: Some(base.wrapping_add(i as u16)),
+                ..RingOpts::default()
+            };
+            let s = PacketSocket::open(ifname, &opts)
+                .with_context(|| format!("packet socket on {ifname}"))?;
+            if w == 0 {
+                let (rx, tx) = s.ring_frames();
+                info!(
+                    interface = %s.ifname(),
+                    ifindex = s.ifindex(),
+                    mtu = s.mtu(),
+                    vnet_hdr = s.has_vnet_hdr(),
+                    rx_frames = rx,
+                    tx_frames = tx,
+                    "attached"
+                );
+            }
+            socks.push(s);
+        }
+        all.push(socks);
+    }
+    Ok(all)
+}
+
 /// Start the control socket and the workers, then run timers and wait for a signal.
 fn serve(
     args: &RunArgs,
     ws: &Arc<WorkerShared>,
-    workers: usize,
+    sockets: Vec<Vec<PacketSocket>>,
     addrs: &[IpAddr],
     signals: &mut Signals,
     nft: &mut NftTable,
@@ -378,31 +414,8 @@ fn serve(
     };
     let mut handles: Vec<JoinHandle<Vec<(String, RingStats)>>> = Vec::new();
     let mut worker_stats = Vec::new();
-    // One fanout group per interface, unique to this process.
-    let base = (std::process::id() as u16).wrapping_mul(31);
-    for w in 0..workers {
-        let mut socks = Vec::new();
-        for (i, ifname) in args.interfaces.iter().enumerate() {
-            let opts = RingOpts {
-                fanout_group: Some(base.wrapping_add(i as u16)),
-                ..RingOpts::default()
-            };
-            let s = PacketSocket::open(ifname, &opts)
-                .with_context(|| format!("packet socket on {ifname}"))?;
-            if w == 0 {
-                let (rx, tx) = s.ring_frames();
-                info!(
-                    interface = %s.ifname(),
-                    ifindex = s.ifindex(),
-                    mtu = s.mtu(),
-                    vnet_hdr = s.has_vnet_hdr(),
-                    rx_frames = rx,
-                    tx_frames = tx,
-                    "attached"
-                );
-            }
-            socks.push(s);
-        }
+    let workers = sockets.len();
+    for (w, socks) in sockets.into_iter().enumerate() {
         let resolver = Resolver::new().context("netlink")?;
         let ws = Arc::clone(ws);
         let stats = Arc::new(WorkerStats::default());
