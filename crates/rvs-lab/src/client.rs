@@ -119,6 +119,19 @@ fn classify(e: io::Error, phase: Phase, limit: Duration) -> ClientError {
     }
 }
 
+/// `read`, again when a signal interrupted it. The kernel never restarts a socket read that
+/// has a timeout (`SO_RCVTIMEO`, which every operation here sets): it fails with `EINTR`
+/// (signal(7)), also when the process was merely stopped or frozen and then resumed — which
+/// is no error of the connection.
+fn read_retrying(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// A deadline for one operation.
 #[derive(Clone, Copy)]
 struct Deadline {
@@ -208,8 +221,7 @@ impl Client {
                 return Err(ClientError::Protocol("response head too long".into()));
             }
             dl.arm(&s, 0)?;
-            let n = s
-                .read(&mut chunk)
+            let n = read_retrying(&mut s, &mut chunk)
                 .map_err(|e| classify(e, Phase::Transfer(0), dl.limit))?;
             if n == 0 {
                 return Err(ClientError::Closed { progress: 0 });
@@ -240,8 +252,7 @@ impl Client {
                 break;
             }
             dl.arm(&s, body.len() as u64)?;
-            let n = s
-                .read(&mut chunk)
+            let n = read_retrying(&mut s, &mut chunk)
                 .map_err(|e| classify(e, Phase::Transfer(body.len() as u64), dl.limit))?;
             if n == 0 {
                 if head.content_length.is_some() {
@@ -300,8 +311,7 @@ impl Client {
         let mut buf = vec![0u8; CHUNK];
         while got < bytes {
             dl.arm(&s, got)?;
-            let n = s
-                .read(&mut buf)
+            let n = read_retrying(&mut s, &mut buf)
                 .map_err(|e| classify(e, Phase::Transfer(got), dl.limit))?;
             if n == 0 {
                 return Err(ClientError::Closed { progress: got });
@@ -338,8 +348,7 @@ impl Client {
         let mut chunk = [0u8; 256];
         while head.content_length.is_none_or(|n| (body.len() as u64) < n) {
             dl.arm(&s, bytes)?;
-            let n = s
-                .read(&mut chunk)
+            let n = read_retrying(&mut s, &mut chunk)
                 .map_err(|e| classify(e, Phase::Transfer(bytes), dl.limit))?;
             if n == 0 {
                 break;
@@ -390,7 +399,13 @@ impl Client {
         sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         sock.send(payload)?;
         let mut buf = vec![0u8; 65536];
-        match sock.recv(&mut buf) {
+        let got = loop {
+            match sock.recv(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match got {
             Ok(n) => {
                 buf.truncate(n);
                 Ok(buf)
@@ -436,7 +451,7 @@ impl TcpSession {
         let mut got = 0usize;
         while got < back.len() {
             dl.arm(&self.stream, got as u64)?;
-            match self.stream.read(&mut back[got..]) {
+            match read_retrying(&mut self.stream, &mut back[got..]) {
                 Ok(0) => {
                     return Err(ClientError::Closed {
                         progress: got as u64,
