@@ -1,3 +1,5 @@
+//! Smoke test of the daemon in every mode and family: 30 GETs through the VIP with `rr` over
+//! two workers split 10/10/10, and the per-worker counters add up to what the dataplane saw.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 use rvs_lab::{DirectorLab, DirectorLabOpts, Family, Mode, Rvsd, RvsdOpts, or_skip, service_rules};
 use std::path::Path;
