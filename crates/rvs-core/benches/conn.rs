@@ -1,5 +1,6 @@
 //! Connection-table benchmarks: established lookups at 1 k – 4 M entries (keys drawn uniformly
-//! from the inserted ones, pre-shuffled), reply lookups, per-packet touch, insert+remove churn at
+//! from the inserted ones, pre-shuffled), one at a time and sixteen at a time with the prefetch
+//! stages of a burst, reply lookups, per-packet touch, insert+remove churn at
 //! a steady 1 M, and the table's bytes per connection (printed during setup).
 //!
 //! Run with `cargo bench -p rvs-core --bench conn -- --warm-up-time 1 --measurement-time 3`.
@@ -117,6 +118,31 @@ fn lookups(c: &mut Criterion) {
                 let k = &d[i & (DRAWS - 1)];
                 i += 1;
                 black_box(t.lookup_in(black_box(k)))
+            })
+        });
+        // Sixteen keys at a time through the prefetch stages (hash and prefetch the buckets,
+        // then the entries, then look up), as `Dataplane::process_burst` does.
+        let mut i = 0;
+        g.bench_function(format!("{name} burst16"), |b| {
+            b.iter_custom(|iters| {
+                let groups = iters.div_ceil(16);
+                let start = Instant::now();
+                for _ in 0..groups {
+                    let ks = &d[i..i + 16];
+                    i = (i + 16) & (DRAWS - 1);
+                    let mut hs = [0u64; 16];
+                    for (h, k) in hs.iter_mut().zip(ks) {
+                        *h = t.key_hash(k);
+                        t.prefetch_in(*h);
+                    }
+                    for h in &hs {
+                        t.prefetch_in_entries(*h);
+                    }
+                    for (h, k) in hs.iter().zip(ks) {
+                        black_box(t.lookup_in_hashed(k, *h));
+                    }
+                }
+                start.elapsed().mul_f64(iters as f64 / (groups * 16) as f64)
             })
         });
         if n == 1_000_000 {

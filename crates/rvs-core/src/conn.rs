@@ -1076,6 +1076,20 @@ impl ConnTable {
         })
     }
 
+    /// The client side of the entry (protocol, caddr:cport → vaddr:vport), read in place (the
+    /// cold part is not touched); `None` when the id is stale.
+    #[inline]
+    pub fn client_key(&self, id: ConnId) -> Option<FlowKey> {
+        let e = self.slab.get(id.index as usize)?;
+        (e.generation == id.generation.get()).then(|| FlowKey {
+            protocol: e.protocol,
+            src: unpack(&e.caddr, e.c6()),
+            sport: e.cport,
+            dst: self.addrs.ip(e.vaddr),
+            dport: e.vport,
+        })
+    }
+
     /// The entry's expiry time, without decoding the rest; `None` when the id is stale.
     #[inline]
     pub fn expires(&self, id: ConnId) -> Option<Time> {

@@ -11,7 +11,7 @@ use hashbrown::HashMap;
 
 use rvs_wire::parse::FlowKey;
 
-use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, InsertError, Probe};
+use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, Hot, InsertError, Probe};
 use crate::proto::{ConnState, Direction, Timeouts, is_active};
 use crate::rules::{DestSpec, Rule, ServiceSpec};
 use crate::sched::{SchedFlow, Scheduler, new_scheduler};
@@ -636,6 +636,18 @@ impl Director {
             self.refresh_template(&c, c.expires.min(now), now);
         }
         None
+    }
+
+    /// The client side of a connection (caddr:cport → vaddr:vport), without decoding the rest.
+    #[inline]
+    pub fn conn_key(&self, id: ConnId) -> Option<FlowKey> {
+        self.conns.client_key(id)
+    }
+
+    /// The fields a packet of a connection needs (method, dest), without decoding the rest.
+    #[inline]
+    pub fn conn_hot(&self, id: ConnId) -> Option<Hot> {
+        self.conns.hot(id)
     }
 
     /// A connection by id (decoded from the table's compact entry).

@@ -416,7 +416,7 @@ impl Dataplane {
             Err(_) => return self.drop(DropReason::DestUnavailable),
         };
         // The client side (caddr:cport → vaddr:vport) the reply goes back to.
-        let Some(key) = self.director.conn(fwd.conn).map(|c| c.key) else {
+        let Some(key) = self.director.conn_key(fwd.conn) else {
             return self.drop(DropReason::DestUnavailable);
         };
         if let Some(v) = self.ttl_check(frame, ip) {

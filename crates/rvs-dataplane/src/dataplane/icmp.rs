@@ -262,7 +262,8 @@ impl Dataplane {
         {
             return v;
         }
-        let Some(conn) = self.director.conn(cid) else {
+        // Read in place: a full decode would also touch the entry's cold part (one more miss).
+        let Some(conn) = self.director.conn_hot(cid) else {
             return self.icmp_local(v6, t, c);
         };
         let dest = rvs_core::director::DestId(conn.dest);
@@ -272,17 +273,20 @@ impl Dataplane {
         // Matched errors never change the connection's state nor refresh its timer (item 4).
         if !to_dest {
             // Back to the client: outer source and quoted destination become the VIP.
+            let Some(key) = self.director.conn_key(cid) else {
+                return self.icmp_local(v6, t, c);
+            };
             if let Some(v) = self.ttl_check(frame, ip) {
                 return v;
             }
             let data = frame.data_mut();
             xmit::decrement_ttl(data, ip);
-            if !xmit::nat_icmp_error(data, ip, IcmpNat::ToClient, conn.key.dst, conn.key.dport) {
+            if !xmit::nat_icmp_error(data, ip, IcmpNat::ToClient, key.dst, key.dport) {
                 return self.icmp_drop(v6, t, c, DropReason::IcmpMalformed);
             }
             self.icmp_counters
                 .count(v6, t, c, IcmpOutcome::Forwarded(FwdMethod::Masq));
-            return self.fit_mtu(frame, ip, conn.key.src, extra);
+            return self.fit_mtu(frame, ip, key.src, extra);
         }
         self.icmp_counters
             .count(v6, t, c, IcmpOutcome::Forwarded(conn.fwd));
