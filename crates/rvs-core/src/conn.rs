@@ -390,9 +390,20 @@ struct Addrs {
     /// Address → id, hashed with [`Addr::hash`] (one multiply: every insert looks up two).
     ids: HashTable<u32>,
     free: Vec<u32>,
+    /// Ids recently taken, by [`Addr::slot`]: new connections name the same few VIPs and
+    /// RIPs over and over, and a hit here skips the hash table.
+    recent: [u32; 16],
 }
 
 impl Addr {
+    /// A slot of [`Addrs::recent`].
+    #[inline]
+    fn slot(&self) -> usize {
+        let [a, b, c, d, .., w, x, y, z] = self.bytes;
+        let v = u32::from_le_bytes([a, b, c, d]) ^ u32::from_le_bytes([w, x, y, z]);
+        ((v ^ u32::from(self.v6)).wrapping_mul(0x9e37_79b1) >> 28) as usize
+    }
+
     /// A hash for [`Addrs::ids`] (any fixed mixing will do: ids do not depend on it).
     #[inline]
     fn hash(&self) -> u64 {
@@ -435,7 +446,26 @@ impl Addrs {
     }
 
     /// The id of `a`, taking one reference (interned on first use).
+    #[inline]
     fn take(&mut self, a: Addr) -> u32 {
+        let slot = a.slot();
+        let recent = self.recent.get(slot).copied().unwrap_or(NIL);
+        if let Some((b, _, refs)) = self.list.get_mut(recent as usize)
+            && *refs > 0
+            && *b == a
+        {
+            *refs += 1;
+            return recent;
+        }
+        let id = self.take_slow(a);
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = id;
+        }
+        id
+    }
+
+    #[inline(never)]
+    fn take_slow(&mut self, a: Addr) -> u32 {
         let h = a.hash();
         let list = &self.list;
         let found = self.ids.find(h, |&id| {
