@@ -14,8 +14,8 @@
 //! (the peer's credentials are checked, as IPVS only talks to `CAP_NET_ADMIN`). Nothing here
 //! panics on any input.
 
+use crate::accept::{ClientSlot, accept_loop};
 use std::io::{self, BufReader, Write};
-use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -45,9 +45,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the daemon waits for a client to take the response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How often the accept loop looks at the stop flag.
-const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// The daemon's state shared by the workers, the control server and housekeeping.
 pub(crate) struct Shared {
@@ -146,69 +143,16 @@ fn serve_with(
     listener.set_nonblocking(true)?;
     thread::Builder::new()
         .name("rvsd-control".into())
-        .spawn(move || accept_loop(&listener, &shared, &stop, limits))
-}
-
-/// Rate limit of the accept loop's own error messages.
-const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool, limits: Limits) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut last_error_log: Option<Instant> = None;
-    let mut suppressed = 0u64;
-    let timeout =
-        nix::poll::PollTimeout::try_from(STOP_POLL).unwrap_or(nix::poll::PollTimeout::MAX);
-    while !stop.load(Ordering::Acquire) {
-        let mut fds = [nix::poll::PollFd::new(
-            listener.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        // EINTR and friends: just look at the flag and poll again.
-        if !matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0) {
-            continue;
-        }
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => dispatch(stream, shared, &active, limits),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // Out of file descriptors and the like: log (rate-limited), back off.
-                    if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
-                        // Never panic over a closed stderr.
-                        let _ = writeln!(
-                            io::stderr(),
-                            "rvsd: control socket: accept failed: {e}{}",
-                            if suppressed > 0 {
-                                format!(" ({suppressed} more since the last report)")
-                            } else {
-                                String::new()
-                            }
-                        );
-                        last_error_log = Some(Instant::now());
-                        suppressed = 0;
-                    } else {
-                        suppressed += 1;
-                    }
-                    thread::sleep(Duration::from_millis(100));
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Decrements the active-client count when a client's thread ends, however it ends.
-struct ClientSlot(Arc<AtomicUsize>);
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+        .spawn(move || {
+            accept_loop(&listener, "control socket", &stop, |stream, active| {
+                dispatch(stream, &shared, active, limits);
+            });
+        })
 }
 
 fn dispatch(stream: UnixStream, shared: &Arc<Shared>, active: &Arc<AtomicUsize>, limits: Limits) {
-    let slot = ClientSlot(Arc::clone(active));
-    if active.fetch_add(1, Ordering::AcqRel) >= limits.max_clients {
+    let (slot, live) = ClientSlot::take(active);
+    if live >= limits.max_clients {
         // A fresh socket's buffer takes this small answer without blocking.
         let mut stream = stream;
         let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));

@@ -2,6 +2,7 @@
 //! `rvsd replay` runs the same dataplane over a capture (the operator's debugging tool) and
 //! `rvsd inspect` reads captures through the packet layer, summarised per protocol.
 
+mod accept;
 mod config;
 mod control;
 mod daemon;

@@ -93,14 +93,14 @@
 //! ICMP series exist once a message of that family, type, code and outcome was seen. The I/O
 //! and worker series exist when the daemon runs on interfaces.
 
+use crate::accept::{ClientSlot, accept_loop};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -127,12 +127,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a client may take to read the whole response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often the accept loop looks at the stop flag.
-const STOP_POLL: Duration = Duration::from_millis(200);
-
-/// Rate limit of the accept loop's own error messages.
-const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where `--metrics` listens: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1022,7 +1016,11 @@ fn serve_on(
     });
     thread::Builder::new()
         .name("rvsd-metrics".into())
-        .spawn(move || accept_loop(&listener, &source, &stop, limits))
+        .spawn(move || {
+            accept_loop(&listener, "metrics listener", &stop, |stream, active| {
+                dispatch(stream, &source, active, limits);
+            });
+        })
 }
 
 /// What the server renders from.
@@ -1031,59 +1029,11 @@ struct Source {
     start_time: f64,
 }
 
-fn accept_loop(listener: &TcpListener, source: &Arc<Source>, stop: &AtomicBool, limits: Limits) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut last_error_log: Option<Instant> = None;
-    let mut suppressed = 0u64;
-    let timeout =
-        nix::poll::PollTimeout::try_from(STOP_POLL).unwrap_or(nix::poll::PollTimeout::MAX);
-    while !stop.load(Ordering::Acquire) {
-        let mut fds = [nix::poll::PollFd::new(
-            listener.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        if !matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0) {
-            continue;
-        }
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => dispatch(stream, source, &active, limits),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Out of file descriptors and the like: log (rate-limited), back off.
-                    if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
-                        tracing::warn!(
-                            suppressed,
-                            "metrics listener: accept failed: {e} (at most one line per 10 s)"
-                        );
-                        last_error_log = Some(Instant::now());
-                        suppressed = 0;
-                    } else {
-                        suppressed += 1;
-                    }
-                    thread::sleep(Duration::from_millis(100));
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Decrements the active-client count when a client's thread ends, however it ends.
-struct ClientSlot(Arc<AtomicUsize>);
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 fn dispatch(stream: TcpStream, source: &Arc<Source>, active: &Arc<AtomicUsize>, limits: Limits) {
-    let slot = ClientSlot(Arc::clone(active));
+    let (slot, live) = ClientSlot::take(active);
     // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux; make sure anyway.
     let _ = stream.set_nonblocking(false);
-    if active.fetch_add(1, Ordering::AcqRel) >= limits.max_clients {
+    if live >= limits.max_clients {
         // A fresh socket's buffer takes this small answer without blocking.
         let mut stream = stream;
         let busy = b"busy, retry\n";
@@ -1355,6 +1305,7 @@ mod tests {
     use rvs_dataplane::{Dataplane, DataplaneConfig, Frame, Verdict};
 
     use super::*;
+    use std::sync::atomic::Ordering;
 
     const RULES: &str = "-A -t 203.0.113.10:80 -s rr\n\
                          -a -t 203.0.113.10:80 -r 198.51.100.11:8080 -m -w 2\n\
