@@ -20,7 +20,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -99,7 +99,7 @@ impl Shared {
     /// director unmanageable: the state is still the last one written, and the operator needs
     /// the control socket most at that moment.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Dataplane> {
-        self.dp.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::daemon::lock(&self.dp)
     }
 }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use rvs_dataplane::{Dataplane, DataplaneConfig, Frame, Tx, Verdict};
+use rvs_wire::parse::{Transport, tcp_flags};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
@@ -197,41 +198,21 @@ impl IoStats {
     }
 }
 
-/// What a frame is, for the per-worker counters: (TCP SYN, ICMP error). Cheap: fixed offsets,
-/// no options walk beyond the IPv4 IHL (IPv6 extension headers count as neither).
+/// What a frame is, for the per-worker counters: (TCP SYN without ACK, ICMP error), as the
+/// packet layer's parser sees it.
 fn classify(frame: &[u8]) -> (bool, bool) {
-    let mut off = 12;
-    let mut ethertype = u16::from_be_bytes([
-        frame.get(off).copied().unwrap_or(0),
-        frame.get(off + 1).copied().unwrap_or(0),
-    ]);
-    if ethertype == 0x8100 || ethertype == 0x88a8 {
-        off += 4;
-        ethertype = u16::from_be_bytes([
-            frame.get(off).copied().unwrap_or(0),
-            frame.get(off + 1).copied().unwrap_or(0),
-        ]);
-    }
-    let ip = off + 2;
-    let (proto, l4) = match ethertype {
-        0x0800 => match (frame.get(ip), frame.get(ip + 9)) {
-            (Some(v), Some(p)) => (*p, ip + usize::from(v & 0x0f) * 4),
-            _ => return (false, false),
+    match rvs_wire::parse::parse_ethernet(frame) {
+        Ok(p) => match p.ip() {
+            Some(ip) => {
+                let syn = matches!(
+                    ip.transport,
+                    Transport::Tcp { flags, .. } if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+                );
+                (syn, ip.is_icmp_error())
+            }
+            None => (false, false),
         },
-        0x86dd => match frame.get(ip + 6) {
-            Some(p) => (*p, ip + 40),
-            None => return (false, false),
-        },
-        _ => return (false, false),
-    };
-    match proto {
-        6 => {
-            let flags = frame.get(l4 + 13).copied().unwrap_or(0);
-            (flags & 0x12 == 0x02, false)
-        }
-        1 => (false, matches!(frame.get(l4), Some(3 | 4 | 11 | 12))),
-        58 => (false, matches!(frame.get(l4), Some(1..=4))),
-        _ => (false, false),
+        Err(_) => (false, false),
     }
 }
 
