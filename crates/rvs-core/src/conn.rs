@@ -56,6 +56,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::num::NonZeroU32;
 
 use hashbrown::HashTable;
+use rvs_wire::flow::Flow;
 use rvs_wire::parse::FlowKey;
 
 use crate::proto::ConnState;
@@ -209,6 +210,8 @@ pub struct Hot {
     pub dest: u32,
     /// Dest address (RIP).
     pub daddr: IpAddr,
+    /// The dest address's interned id ([`ConnTable::interned`] gives it back).
+    pub daddr_id: u32,
     /// Dest port.
     pub dport: u16,
 }
@@ -998,6 +1001,30 @@ impl ConnTable {
         Probe { key, hash }
     }
 
+    /// [`ConnTable::probe`] of a frame the fast reader ([`rvs_wire::flow::read`]) accepted: the
+    /// same probe as of its flow key, built from the bytes without `IpAddr`s.
+    #[inline(always)]
+    pub fn probe_flow(&self, f: &Flow, hash: Option<u64>) -> Probe {
+        let key = Packed {
+            protocol: f.protocol,
+            src: f.src,
+            src6: f.v6,
+            sport: f.sport,
+            dst: f.dst,
+            dst6: f.v6,
+            dport: f.dport,
+        };
+        let hash = hash.unwrap_or_else(|| self.hasher.packed(&key));
+        Probe { key, hash }
+    }
+
+    /// [`ConnTable::key_hash`] of a fast-read frame's flow key.
+    #[inline(always)]
+    pub fn flow_hash(&self, f: &Flow) -> u64 {
+        self.hasher
+            .tuple(f.protocol, &f.src, f.v6, f.sport, &f.dst, f.v6, f.dport)
+    }
+
     /// [`ConnTable::lookup_in`] of a probe.
     #[inline(always)]
     pub fn lookup_in_probe(&self, p: &Probe) -> Option<ConnId> {
@@ -1102,8 +1129,16 @@ impl ConnTable {
             fwd: e.fwd(),
             dest: e.dest,
             daddr: self.addrs.ip(e.daddr),
+            daddr_id: e.daddr,
             dport: e.dport,
         })
+    }
+
+    /// The address an interned id ([`Hot::daddr_id`]) stands for (an unspecified IPv4 address
+    /// for an unknown id). Ids stay valid while an entry holds them.
+    #[inline(always)]
+    pub fn interned(&self, id: u32) -> IpAddr {
+        self.addrs.ip(id)
     }
 
     /// The client side of the entry (protocol, caddr:cport → vaddr:vport), read in place (the

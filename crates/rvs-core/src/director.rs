@@ -617,6 +617,16 @@ impl Director {
         self.live(id, now)
     }
 
+    /// The live connection of a client → VIP packet, with no side effect: `None` both when
+    /// there is none and when its timer ran out (which [`Director::conn_in_live_probe`] then
+    /// handles). For the dataplane's established fast path, which must leave every unusual
+    /// case to the full path untouched.
+    #[inline(always)]
+    pub fn conn_in_hit(&self, p: &Probe, now: Time) -> Option<ConnId> {
+        let id = self.conns.lookup_in_probe(p)?;
+        (self.conns.expires(id)? > now).then_some(id)
+    }
+
     /// [`Director::conn_out_live`] of a [`ConnTable::probe`].
     #[inline]
     pub fn conn_out_live_probe(&mut self, p: &Probe, now: Time) -> Option<ConnId> {
@@ -975,6 +985,46 @@ impl Director {
         bytes: usize,
         now: Time,
     ) -> Result<Forward, ConnDrop> {
+        let c = self.account_hot(id, dir, tcp_flags, bytes, now)?;
+        Ok(Forward {
+            conn: id,
+            daddr: c.daddr,
+            dport: c.dport,
+            fwd: c.fwd,
+            dest: DestId(c.dest),
+        })
+    }
+
+    /// [`Director::conn_packet_in`] for the dataplane's established fast path: the same
+    /// accounting, returning the entry's hot fields (their address as an interned id, which
+    /// moves cheaply) instead of a [`Forward`].
+    #[inline(always)]
+    pub fn conn_account_in(
+        &mut self,
+        id: ConnId,
+        tcp_flags: u8,
+        bytes: usize,
+        now: Time,
+    ) -> Result<Hot, ConnDrop> {
+        self.account_hot(id, None, tcp_flags, bytes, now)
+    }
+
+    /// The interned address [`Hot::daddr_id`] names.
+    #[inline(always)]
+    pub fn interned_addr(&self, id: u32) -> IpAddr {
+        self.conns.interned(id)
+    }
+
+    /// The body of [`Director::account`].
+    #[inline(always)]
+    fn account_hot(
+        &mut self,
+        id: ConnId,
+        dir: Option<Direction>,
+        tcp_flags: u8,
+        bytes: usize,
+        now: Time,
+    ) -> Result<Hot, ConnDrop> {
         // The fields a packet needs, read in place (no decode of the whole entry).
         let c = self.conns.hot(id).ok_or(ConnDrop::Gone)?;
         let dir = dir.unwrap_or(match c.fwd {
@@ -986,13 +1036,6 @@ impl Director {
             self.counters.dest_unavailable += 1;
             return Err(ConnDrop::DestUnavailable);
         }
-        let fwd = Forward {
-            conn: id,
-            daddr: c.daddr,
-            dport: c.dport,
-            fwd: c.fwd,
-            dest: did,
-        };
         let old = c.state;
         let new = old.transition(dir, tcp_flags);
         let expires = now + self.timeouts.timeout(new);
@@ -1025,7 +1068,7 @@ impl Director {
                 svc.stats.inbound(bytes)
             }
         }
-        Ok(fwd)
+        Ok(c)
     }
 
     /// Expire due connections and templates (bounded work per call) and reap trashed dests.

@@ -316,6 +316,7 @@ impl Default for Timeouts {
 impl Timeouts {
     /// The timeout of a state in seconds; templates get NONE's (the director sets their expiry
     /// from the service's persistence timeout instead).
+    #[inline]
     pub const fn seconds(&self, state: ConnState) -> u32 {
         match state {
             ConnState::Tcp(s) => match s {

@@ -6,12 +6,13 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use rvs_core::conn::ConnId;
-use rvs_core::director::{ConnDrop, Director, Forward, NewConnError, SvcId};
+use rvs_core::conn::{ConnId, Probe};
+use rvs_core::director::{ConnDrop, DestId, Director, Forward, NewConnError, SvcId};
 use rvs_core::proto::Direction;
 use rvs_core::settings::{ExpiredReply, Settings};
 use rvs_core::types::{FwdMethod, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
+use rvs_wire::flow::{self, Flow};
 use rvs_wire::parse::{
     FlowKey, IpInfo, Net, ParsedFrame, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
 };
@@ -89,6 +90,9 @@ pub struct Dataplane {
     /// Set while a datagram the director reassembled goes through the path: it leaves
     /// fragmented to the MTU again instead of drawing a too-big error.
     refragment: bool,
+    /// The fast reader and the established fast path are used (the default; off only in
+    /// differential tests, as the reference).
+    fast_paths: bool,
     last_dest: Option<(IpAddr, u16)>,
     /// The time of the packet being processed (for the rate limiters).
     now: Time,
@@ -140,6 +144,7 @@ impl Dataplane {
             pieces: Vec::new(),
             reply_buf: Vec::new(),
             refragment: false,
+            fast_paths: true,
             last_dest: None,
             now: 0,
             gen_global: TokenBucket::full(50, 0),
@@ -227,11 +232,100 @@ impl Dataplane {
     /// Process one frame received at `now`. The frame may be rewritten in place or replaced by a
     /// reply; additional frames to transmit are appended to `extra`.
     pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
-        self.process_hashed(frame, None, now, extra)
+        let Some(f) = self.fast_read(frame) else {
+            return self.process_hashed(frame, None, now, extra);
+        };
+        let probe = self.director.conns().probe_flow(&f, None);
+        match self.fast_in(frame, &f, &probe, now) {
+            Some(hop) => Verdict::Transmit {
+                next_hop: self.director.interned_addr(hop),
+            },
+            None => self.process_flow(frame, &f, &probe, now, extra),
+        }
     }
 
-    /// [`Dataplane::process`] with the connection table's hash of the frame's flow key, when a
-    /// burst computed it.
+    /// Use the fast reader and the established fast path (`true`, the default), or only the
+    /// full path: for differential tests, whose reference is the full path. Results are the
+    /// same either way; only the speed differs.
+    #[doc(hidden)]
+    pub fn set_fast_paths(&mut self, on: bool) {
+        self.fast_paths = on;
+    }
+
+    /// [`flow::read`] of the frame, unless the fast paths are off.
+    #[inline(always)]
+    fn fast_read(&self, frame: &Frame) -> Option<Flow> {
+        if self.fast_paths {
+            flow::read(frame.data())
+        } else {
+            None
+        }
+    }
+
+    /// [`Dataplane::process`] of a frame of the commonest shape, read by the fast reader
+    /// ([`flow::read`]), that the established fast path ([`Dataplane::fast_in`]) declined:
+    /// the same path as the full parse's from the connection lookup on, without the full
+    /// parse.
+    #[inline(never)]
+    fn process_flow(
+        &mut self,
+        frame: &mut Frame,
+        f: &Flow,
+        probe: &Probe,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        self.counters.rx += 1;
+        self.last_dest = None;
+        self.now = now;
+        let ip = f.ip_info();
+        let appended = extra.len();
+        let v = self.process_l4(frame, &ip, probe, f.tcp_flags, now, extra);
+        self.count_verdict(v, extra, appended)
+    }
+
+    /// The established fast path: a client → VIP packet of a live DR or NAT connection whose
+    /// dest is live, that needs no ICMP answer (TTL > 1, fits the MTU), is accounted and
+    /// rewritten here exactly as [`Dataplane::process`] would (counters included), and the
+    /// interned id of its next hop returned: the verdict is `Transmit` to that address.
+    /// Anything else returns `None` having changed nothing, for the full path. (It exists for speed: the full path moves `IpAddr`-bearing results through
+    /// several returns, and `perf annotate` put a third of a packet's time on the
+    /// store-forwarding stalls of those moves; BENCHMARKS.md, issue 3.)
+    #[inline(always)]
+    fn fast_in(&mut self, frame: &mut Frame, f: &Flow, probe: &Probe, now: Time) -> Option<u32> {
+        if f.ttl <= 1 || f.ip_len > self.cfg.mtu {
+            return None;
+        }
+        let cid = self.director.conn_in_hit(probe, now)?;
+        let hot = self.director.conn_hot(cid)?;
+        // (A NAT dest of the other family would make the full path's rewrite fail.)
+        if hot.fwd == FwdMethod::Tunnel
+            || (hot.fwd == FwdMethod::Masq && hot.daddr.is_ipv6() != f.v6)
+            || !self.director.dest_is_live(DestId(hot.dest))
+        {
+            return None;
+        }
+        // From here on the full path would account, decrement the TTL and rewrite: so do we.
+        let hot = self
+            .director
+            .conn_account_in(cid, f.tcp_flags, usize::from(f.ip_len), now)
+            .ok()?;
+        let data = frame.data_mut();
+        xmit::decrement_ttl_flow(data, f);
+        if hot.fwd == FwdMethod::Masq {
+            let ip = f.ip_info();
+            // Cannot fail: the fast reader checked the L4 header whole, the family was checked.
+            xmit::nat_rewrite(data, &ip, NatSide::Destination, hot.daddr, hot.dport);
+        }
+        self.counters.rx += 1;
+        self.counters.forwarded += 1;
+        self.now = now;
+        self.last_dest = Some((hot.daddr, hot.dport));
+        Some(hot.daddr_id)
+    }
+
+    /// [`Dataplane::process`] through the full parse; `hash` is the connection table's hash of
+    /// the frame's flow key, when a burst computed it.
     #[inline(always)]
     fn process_hashed(
         &mut self,
@@ -270,7 +364,7 @@ impl Dataplane {
 
     /// [`Dataplane::process`] of a frame already parsed (`parsed` is `parse_ethernet` of its
     /// bytes); `hash` is the connection table's hash of its flow key, when a burst computed it.
-    #[inline(always)]
+    #[inline(never)]
     fn process_parsed(
         &mut self,
         frame: &mut Frame,
@@ -287,14 +381,22 @@ impl Dataplane {
         };
         let appended = extra.len();
         let v = self.process_ip(frame, ip, hash, now, extra);
+        self.count_verdict(v, extra, appended)
+    }
+
+    /// Count a frame's verdict and the extra frames it appended (from index `appended` on: a
+    /// burst appends every frame's extras to one vector); returns the verdict.
+    #[inline(always)]
+    fn count_verdict(&mut self, v: Verdict, extra: &[Tx], appended: usize) -> Verdict {
         match v {
             Verdict::Transmit { .. } => self.counters.forwarded += 1,
             Verdict::Reply { .. } => self.counters.generated += 1,
             Verdict::Held => self.counters.held += 1,
             _ => {}
         }
-        // Only what this frame added (a burst appends every frame's extras to one vector).
-        if let Some(new) = extra.get(appended..) {
+        if let Some(new) = extra.get(appended..)
+            && !new.is_empty()
+        {
             self.counters.forwarded +=
                 new.iter().filter(|t| !t.generated && !t.local).count() as u64;
         }
@@ -326,14 +428,48 @@ impl Dataplane {
             Transport::Tcp { flags, .. } => flags,
             _ => 0,
         };
-        let len = ip.end() - ip.l3_offset;
         let probe = self.director.conns().probe(&key, hash);
-        if let Some(cid) = self.director.conn_in_live_probe(&probe, now) {
+        self.process_l4(frame, ip, &probe, flags, now, extra)
+    }
+
+    /// A whole TCP/UDP packet (not a fragment) with its table probe: its connection's, else a
+    /// new connection's, else the host's.
+    #[inline(always)]
+    fn process_l4(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        probe: &Probe,
+        flags: u8,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let len = ip.end() - ip.l3_offset;
+        if let Some(cid) = self.director.conn_in_live_probe(probe, now) {
             return self.forward_in(frame, ip, cid, flags, len, now, extra);
         }
-        if let Some(cid) = self.director.conn_out_live_probe(&probe, now) {
+        self.process_l4_miss(frame, ip, probe, flags, now, extra)
+    }
+
+    /// [`Dataplane::process_l4`] past a miss in the client-side index: a NAT dest's reply, a
+    /// new connection, or the host's.
+    #[inline(never)]
+    fn process_l4_miss(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        probe: &Probe,
+        flags: u8,
+        now: Time,
+        extra: &mut Vec<Tx>,
+    ) -> Verdict {
+        let len = ip.end() - ip.l3_offset;
+        if let Some(cid) = self.director.conn_out_live_probe(probe, now) {
             return self.forward_out(frame, ip, cid, flags, len, now, extra);
         }
+        let Some(key) = ip.flow_key() else {
+            return self.local();
+        };
         let Some(svc) = self.director.find_service(ip.protocol, ip.dst, key.dport) else {
             return self.local();
         };

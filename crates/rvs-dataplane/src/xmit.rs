@@ -10,6 +10,7 @@ use core::net::IpAddr;
 
 use rvs_wire::build::{self, Ipv4Tunnel, Ipv6Tunnel};
 use rvs_wire::checksum;
+use rvs_wire::flow::{self, Flow};
 use rvs_wire::parse::IpInfo;
 use rvs_wire::rewrite::{Ipv4Packet, Ipv6Packet, L4Kind, L4Packet};
 
@@ -23,8 +24,7 @@ pub fn decrement_ttl(data: &mut [u8], ip: &IpInfo) -> bool {
         return false;
     };
     if ip.is_ipv4() {
-        // `Ipv4Packet::decrement_ttl` spelled out here so it inlines: the same checks as
-        // `new_checked` (version 4, IHL ≥ 5, the header held) and the same RFC 1624 update.
+        // The same checks as `Ipv4Packet::new_checked` (version 4, IHL ≥ 5, the header held).
         let Some(&vihl) = l3.first() else {
             return false;
         };
@@ -32,16 +32,13 @@ pub fn decrement_ttl(data: &mut [u8], ip: &IpInfo) -> bool {
         if vihl >> 4 != 4 || ihl < 20 || l3.len() < ihl {
             return false;
         }
-        let Some(h) = l3.get_mut(8..12) else {
-            return false;
-        };
-        let old_word = u16::from_be_bytes([h[0], h[1]]);
-        let ttl = h[0].saturating_sub(1);
-        h[0] = ttl;
-        let new_word = u16::from_be_bytes([ttl, h[1]]);
-        let check = checksum::update16(u16::from_be_bytes([h[2], h[3]]), old_word, new_word);
-        h[2..4].copy_from_slice(&check.to_be_bytes());
-        true
+        match l3.get_mut(8..12) {
+            Some(h) => {
+                ipv4_ttl_down(h);
+                true
+            }
+            None => false,
+        }
     } else {
         match Ipv6Packet::new_checked(l3) {
             Ok(mut p) => {
@@ -50,6 +47,40 @@ pub fn decrement_ttl(data: &mut [u8], ip: &IpInfo) -> bool {
             }
             Err(_) => false,
         }
+    }
+}
+
+/// [`decrement_ttl`] of a frame the fast reader accepted (its IP header at [`flow::L3`], IPv4
+/// without options).
+#[inline(always)]
+pub fn decrement_ttl_flow(data: &mut [u8], f: &Flow) {
+    if f.v6 {
+        if let Some(h) = data.get_mut(flow::L3 + 7) {
+            *h = h.saturating_sub(1);
+        }
+    } else if let Some(h) = data.get_mut(flow::L3 + 8..flow::L3 + 12) {
+        ipv4_ttl_down(h);
+    }
+}
+
+/// Decrement the TTL of an IPv4 header whose bytes 8..12 (TTL, protocol, checksum) are `h`,
+/// with the RFC 1624 checksum update (`Ipv4Packet::decrement_ttl` spelled out so it inlines).
+#[inline(always)]
+fn ipv4_ttl_down(h: &mut [u8]) {
+    let (Some(&ttl), Some(&proto), Some(&c0), Some(&c1)) =
+        (h.first(), h.get(1), h.get(2), h.get(3))
+    else {
+        return;
+    };
+    let new = ttl.saturating_sub(1);
+    let check = checksum::update16(
+        u16::from_be_bytes([c0, c1]),
+        u16::from_be_bytes([ttl, proto]),
+        u16::from_be_bytes([new, proto]),
+    );
+    if let Some(b) = h.get_mut(..4) {
+        b[0] = new;
+        b[2..4].copy_from_slice(&check.to_be_bytes());
     }
 }
 

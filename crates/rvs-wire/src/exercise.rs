@@ -2,8 +2,9 @@
 //! for fuzz targets (`fuzz/`, bolero under `cargo test`) and property tests.
 //!
 //! It must never panic on any input — except through the assertions below, each of which states
-//! a property of the packet layer (the fast parse equals etherparse's; an incremental checksum
-//! update equals a full recompute; a built error reads back). A panic here is a bug to fix.
+//! a property of the packet layer (the fast parse equals etherparse's, the flow reader the full
+//! parse; an incremental checksum update equals a full recompute; a built error reads back). A
+//! panic here is a bug to fix.
 //! It allocates nothing but stack buffers; it is not meant for the forwarding path.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -26,6 +27,20 @@ pub fn exercise(data: &[u8]) {
     );
     if let Ok(p) = &eth {
         exercise_parsed(data, p);
+    }
+    // The forwarding fast path's reader answers only where the full parse agrees.
+    if let Some(f) = crate::flow::read(data) {
+        let full = eth.as_ref().ok();
+        assert_eq!(
+            full.and_then(|p| p.vlan),
+            None,
+            "flow reader accepted a tagged frame"
+        );
+        assert_eq!(
+            full.and_then(|p| p.ip()),
+            Some(&f.ip_info()),
+            "flow reader disagrees with the full parse"
+        );
     }
     for et in [ethertype::IPV4, ethertype::IPV6, ethertype::ARP] {
         let n = parse::parse_network(et, data);

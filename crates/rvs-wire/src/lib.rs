@@ -7,6 +7,7 @@
 //! - [`quote`]: the reader for the datagram quoted inside an ICMP error;
 //! - [`build`]: builders for what the director originates (ICMP errors, TCP RST, tunnel headers);
 //! - [`parse`]: the one-pass frame parse the dataplane runs on every packet;
+//! - [`flow`]: the forwarding fast path's reader for the commonest TCP/UDP frame shape;
 //! - [`capture`]: pcap/pcapng capture files through `pcap-file`;
 //! - [`exercise`]: one entry point over every parser and builder, for fuzzers and property tests.
 //!
@@ -18,6 +19,7 @@ pub mod capture;
 pub mod checksum;
 pub mod error;
 pub mod exercise;
+pub mod flow;
 pub mod parse;
 pub mod quote;
 pub mod rewrite;

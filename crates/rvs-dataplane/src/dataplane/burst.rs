@@ -33,10 +33,12 @@ use crate::verdict::{Tx, Verdict};
 /// keep in flight are dropped or evict each other, fewer leave latency uncovered.
 pub const BURST: usize = 16;
 
-/// What stage 1 learned of a frame (small: the parse itself is cheaper to redo in stage 3
-/// than to keep and copy).
+/// What stage 1 learned of a frame.
 #[derive(Clone, Copy)]
 struct Pre {
+    /// The fast reader accepted the frame (stage 3 reads it again rather than copy the
+    /// [`Flow`]: that is cheaper, the frame being in L1 by then).
+    fast: bool,
     /// The table's hash of the frame's own TCP/UDP flow key, handed to its lookup.
     own: Option<u64>,
     /// The hash whose buckets were prefetched (own key, or an ICMP error's quoted flow).
@@ -45,6 +47,7 @@ struct Pre {
 
 impl Pre {
     const NONE: Pre = Pre {
+        fast: false,
         own: None,
         lookup: None,
     };
@@ -67,13 +70,31 @@ impl Dataplane {
         for chunk in frames.chunks_mut(BURST) {
             let mut pre = [Pre::NONE; BURST];
             for (p, f) in pre.iter_mut().zip(chunk.iter()) {
-                *p = self.prefetch_buckets(f);
+                self.prefetch_buckets(f, p);
             }
             for p in &pre[..chunk.len()] {
                 self.prefetch_entries(p);
             }
             for (p, f) in pre.iter().zip(chunk.iter_mut()) {
-                verdicts.push(self.process_hashed(f, p.own, now, extra));
+                // As `process`, with the hash handed on (and each push its own statement: a
+                // verdict merged from both branches went through the stack, and its reload
+                // stalled on store forwarding).
+                if p.fast
+                    && let Some(flow) = self.fast_read(f)
+                {
+                    let probe = self.director.conns().probe_flow(&flow, p.own);
+                    if let Some(hop) = self.fast_in(f, &flow, &probe, now) {
+                        verdicts.push(Verdict::Transmit {
+                            next_hop: self.director.interned_addr(hop),
+                        });
+                    } else {
+                        let v = self.process_flow(f, &flow, &probe, now, extra);
+                        verdicts.push(v);
+                    }
+                } else {
+                    let v = self.process_hashed(f, p.own, now, extra);
+                    verdicts.push(v);
+                }
             }
         }
     }
@@ -89,9 +110,31 @@ impl Dataplane {
         }
     }
 
-    /// Stage 1 for one frame: parse, hash the lookup key, prefetch its index buckets.
-    #[inline]
-    fn prefetch_buckets(&self, f: &Frame) -> Pre {
+    /// Stage 1 for one frame: read, hash the lookup key, prefetch its index buckets; what it
+    /// learned goes to `pre` (written in place: a returned `Pre` went through the stack).
+    #[inline(always)]
+    fn prefetch_buckets(&self, f: &Frame, pre: &mut Pre) {
+        let Some(flow) = self.fast_read(f) else {
+            *pre = self.prefetch_buckets_parsed(f);
+            return;
+        };
+        let t = self.director.conns();
+        if flow.tcp_flags & tcp_flags::SYN != 0 {
+            // Perhaps a new connection: the slot it would take.
+            t.prefetch_insert();
+        }
+        let h = t.flow_hash(&flow);
+        // Both indexes: a dest's reply (NAT) misses the in index before it finds the out one.
+        t.prefetch_in(h);
+        t.prefetch_out(h);
+        pre.fast = true;
+        pre.own = Some(h);
+        pre.lookup = Some(h);
+    }
+
+    /// [`Dataplane::prefetch_buckets`] of a frame the fast reader declined: the full parse.
+    #[inline(never)]
+    fn prefetch_buckets_parsed(&self, f: &Frame) -> Pre {
         let Ok(parsed) = parse_ethernet(f.data()) else {
             return Pre::NONE;
         };

@@ -1,0 +1,322 @@
+//! The forwarding fast path's frame reader: the one shape nearly every packet of an established
+//! connection has — Ethernet II without VLAN tags; IPv4 without options and not a fragment, or
+//! IPv6 without extension headers; TCP or UDP — read in a handful of loads into a [`Flow`] of
+//! plain bytes.
+//!
+//! Why by hand, beside [`crate::parse`]: `parse_ethernet` returns an 88-byte `ParsedFrame` of
+//! `IpAddr` enums, which does not inline across the crate boundary; `perf annotate` of the
+//! dataplane's burst loop put about a third of its samples on the store-forwarding stalls of
+//! copying that result out (BENCHMARKS.md, issue 3). [`read`] is small enough to inline and its
+//! [`Flow`] is already in the connection table's key form (addresses as 16 bytes, IPv4 in the
+//! first four).
+//!
+//! Contract: [`read`] answers `Some` only for frames that [`crate::parse::parse_ethernet`]
+//! parses to exactly [`Flow::ip_info`] — same addresses, ports, flags, TTL and lengths — and
+//! `None` for everything else, which then takes the full parse. The property test below holds
+//! that over mutated frames. No input panics; nothing allocates.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::parse::{IpInfo, Transport, ethertype, proto};
+
+/// Offset of the IP header in every frame [`read`] accepts (no VLAN tag).
+pub const L3: usize = 14;
+
+/// A TCP or UDP packet of the commonest shape, as [`read`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// Source address: IPv6, or IPv4 in the first four bytes and zeros after.
+    pub src: [u8; 16],
+    /// Destination address, in the same form.
+    pub dst: [u8; 16],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Bytes of the IP packet (header included; link padding excluded).
+    pub ip_len: u16,
+    /// [`proto::TCP`] or [`proto::UDP`].
+    pub protocol: u8,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// The TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+    /// True for IPv6.
+    pub v6: bool,
+}
+
+impl Flow {
+    /// Length of the IP header (20 for IPv4 without options, 40 for IPv6).
+    #[inline(always)]
+    pub fn ip_header_len(&self) -> usize {
+        if self.v6 { 40 } else { 20 }
+    }
+
+    /// The source address as an [`IpAddr`].
+    #[inline(always)]
+    pub fn src_ip(&self) -> IpAddr {
+        addr(&self.src, self.v6)
+    }
+
+    /// The destination address as an [`IpAddr`].
+    #[inline(always)]
+    pub fn dst_ip(&self) -> IpAddr {
+        addr(&self.dst, self.v6)
+    }
+
+    /// What [`crate::parse::parse_ethernet`] returns for the same frame.
+    #[inline(always)]
+    pub fn ip_info(&self) -> IpInfo {
+        let hl = self.ip_header_len();
+        IpInfo {
+            src: self.src_ip(),
+            dst: self.dst_ip(),
+            protocol: self.protocol,
+            ttl: self.ttl,
+            l3_offset: L3,
+            l4_offset: L3 + hl,
+            l4_len: usize::from(self.ip_len) - hl,
+            fragment: None,
+            transport: if self.protocol == proto::TCP {
+                Transport::Tcp {
+                    sport: self.sport,
+                    dport: self.dport,
+                    flags: self.tcp_flags,
+                }
+            } else {
+                Transport::Udp {
+                    sport: self.sport,
+                    dport: self.dport,
+                }
+            },
+        }
+    }
+}
+
+#[inline(always)]
+fn addr(b: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(*b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    }
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    match b.get(at..at + 2) {
+        Some(&[x, y]) => Some(u16::from_be_bytes([x, y])),
+        _ => None,
+    }
+}
+
+/// Read `frame` when it has the fast path's shape (see the module doc); `None` otherwise.
+#[inline(always)]
+pub fn read(frame: &[u8]) -> Option<Flow> {
+    let b = frame.get(L3..)?;
+    match be16(frame, 12)? {
+        ethertype::IPV4 => {
+            let h = b.get(..20)?;
+            // Version 4, no options; not a fragment (MF clear, offset 0).
+            if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            let total = u16::from_be_bytes([h[2], h[3]]);
+            let l4 = b.get(20..usize::from(total))?;
+            let (sport, dport, tcp_flags) = transport(h[9], l4)?;
+            // Built as integers, not byte by byte into zeroed arrays: the wide loads that read
+            // them back would stall on store forwarding.
+            let src = u128::from(u32::from_le_bytes([h[12], h[13], h[14], h[15]])).to_le_bytes();
+            let dst = u128::from(u32::from_le_bytes([h[16], h[17], h[18], h[19]])).to_le_bytes();
+            Some(Flow {
+                src,
+                dst,
+                sport,
+                dport,
+                ip_len: total,
+                protocol: h[9],
+                ttl: h[8],
+                tcp_flags,
+                v6: false,
+            })
+        }
+        ethertype::IPV6 => {
+            let h = b.get(..40)?;
+            let payload = u16::from_be_bytes([h[4], h[5]]);
+            // Payload length 0 is a jumbogram's: the full parse's.
+            if h[0] >> 4 != 6 || payload == 0 {
+                return None;
+            }
+            let l4 = b.get(40..40 + usize::from(payload))?;
+            let (sport, dport, tcp_flags) = transport(h[6], l4)?;
+            let src = u128::from_le_bytes(h[8..24].try_into().ok()?).to_le_bytes();
+            let dst = u128::from_le_bytes(h[24..40].try_into().ok()?).to_le_bytes();
+            Some(Flow {
+                src,
+                dst,
+                sport,
+                dport,
+                ip_len: payload.checked_add(40)?,
+                protocol: h[6],
+                ttl: h[7],
+                tcp_flags,
+                v6: true,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Ports and TCP flags of a whole TCP or UDP header at the start of `l4` (the upper-layer bytes
+/// the IP length names), with the full parse's length checks.
+#[inline(always)]
+fn transport(protocol: u8, l4: &[u8]) -> Option<(u16, u16, u8)> {
+    match protocol {
+        proto::TCP => {
+            let h = l4.get(..20)?;
+            let doff = usize::from(h[12] >> 4) * 4;
+            if doff < 20 || l4.len() < doff {
+                return None;
+            }
+            Some((
+                u16::from_be_bytes([h[0], h[1]]),
+                u16::from_be_bytes([h[2], h[3]]),
+                h[13],
+            ))
+        }
+        proto::UDP => {
+            let h = l4.get(..8)?;
+            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if l4.len() < len || (len != 0 && len < 8) {
+                return None;
+            }
+            Some((
+                u16::from_be_bytes([h[0], h[1]]),
+                u16::from_be_bytes([h[2], h[3]]),
+                0,
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::parse::parse_ethernet;
+    use etherparse::PacketBuilder;
+
+    const V6A: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const V6B: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    fn eth() -> etherparse::PacketBuilderStep<etherparse::Ethernet2Header> {
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+    }
+
+    /// The shapes the fast path serves, then neighbours it must decline.
+    fn seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut v = Vec::new();
+        let mut served = Vec::new();
+        eth()
+            .ipv4([192, 0, 2, 1], [203, 0, 113, 10], 64)
+            .tcp(40000, 80, 7, 1000)
+            .ack(9)
+            .write(&mut v, b"hello")
+            .unwrap();
+        served.push(std::mem::take(&mut v));
+        eth()
+            .ipv4([192, 0, 2, 1], [203, 0, 113, 10], 2)
+            .udp(5353, 53)
+            .write(&mut v, b"query")
+            .unwrap();
+        served.push(std::mem::take(&mut v));
+        eth()
+            .ipv6(V6A, V6B, 64)
+            .tcp(1, 2, 3, 4)
+            .syn()
+            .write(&mut v, b"hi")
+            .unwrap();
+        served.push(std::mem::take(&mut v));
+        eth()
+            .ipv6(V6A, V6B, 1)
+            .udp(1, 2)
+            .write(&mut v, b"hi")
+            .unwrap();
+        served.push(std::mem::take(&mut v));
+        let mut padded = served[0].clone();
+        padded.extend_from_slice(&[0; 6]); // link padding after the IP packet
+        served.push(padded);
+
+        let mut declined = Vec::new();
+        eth()
+            .single_vlan(etherparse::VlanId::try_new(7).unwrap())
+            .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
+            .udp(1, 2)
+            .write(&mut v, b"x")
+            .unwrap();
+        declined.push(std::mem::take(&mut v));
+        eth()
+            .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
+            .icmpv4_echo_request(1, 2)
+            .write(&mut v, b"ping")
+            .unwrap();
+        declined.push(std::mem::take(&mut v));
+        let mut frag = served[1].clone();
+        frag[20] |= 0x20; // MF
+        declined.push(frag);
+        let mut options = served[0].clone();
+        options[14] = 0x46;
+        declined.push(options);
+        (served, declined)
+    }
+
+    #[test]
+    fn serves_the_common_shapes_as_the_full_parse_does() {
+        let (served, declined) = seeds();
+        for f in &served {
+            let flow = read(f).unwrap_or_else(|| panic!("declined {f:02x?}"));
+            let full = parse_ethernet(f).unwrap();
+            assert_eq!(full.vlan, None);
+            assert_eq!(Some(&flow.ip_info()), full.ip());
+        }
+        for f in &declined {
+            assert_eq!(read(f), None, "served {f:02x?}");
+        }
+        let f = read(&served[0]).unwrap();
+        assert_eq!((f.sport, f.dport, f.ttl, f.ip_len), (40000, 80, 64, 45));
+        assert_eq!(&f.dst[..4], &[203, 0, 113, 10]);
+        assert!(f.dst[4..].iter().all(|&b| b == 0));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// Differential: whenever the fast reader answers, the full parse gives the very same
+        /// packet (and no VLAN tag).
+        #[test]
+        fn never_disagrees_with_the_full_parse(
+            seed in 0usize..9,
+            flips in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 0..4),
+            cut in proptest::option::of(0usize..100),
+        ) {
+            let (served, declined) = seeds();
+            let mut f = served.into_iter().chain(declined).nth(seed).unwrap();
+            for (at, v) in flips {
+                if let Some(b) = f.get_mut(at % 70) {
+                    *b = v;
+                }
+            }
+            if let Some(c) = cut {
+                f.truncate(c);
+            }
+            if let Some(flow) = read(&f) {
+                let full = parse_ethernet(&f);
+                proptest::prop_assert!(full.is_ok(), "{:?}", full);
+                let full = full.unwrap();
+                proptest::prop_assert_eq!(full.vlan, None);
+                proptest::prop_assert_eq!(full.ip(), Some(&flow.ip_info()));
+            }
+        }
+    }
+}
