@@ -325,7 +325,8 @@ impl Dataplane {
     }
 
     /// [`Dataplane::process`] through the full parse; `hash` is the connection table's hash of
-    /// the frame's flow key, when a burst computed it.
+    /// the frame's flow key (an ICMP error's: of its quoted flow's reversed key), when a burst
+    /// computed it.
     #[inline(always)]
     fn process_hashed(
         &mut self,
@@ -334,9 +335,12 @@ impl Dataplane {
         now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
-        match parse_ethernet(frame.data()) {
-            Ok(parsed) => self.process_parsed(frame, &parsed, hash, now, extra),
-            Err(e) => self.unparsed(e, now),
+        // Borrowed, not moved out of the `Result`: that copy's reload stalled on store
+        // forwarding.
+        let parsed = parse_ethernet(frame.data());
+        match &parsed {
+            Ok(p) => self.process_parsed(frame, p, hash, now, extra),
+            Err(e) => self.unparsed(*e, now),
         }
     }
 
@@ -414,7 +418,7 @@ impl Dataplane {
     ) -> Verdict {
         match ip.protocol {
             proto::TCP | proto::UDP => {}
-            proto::ICMP | proto::ICMPV6 => return self.icmp(frame, ip, now, extra),
+            proto::ICMP | proto::ICMPV6 => return self.icmp(frame, ip, hash, now, extra),
             // Everything else is the host stack's.
             _ => return self.local(),
         }

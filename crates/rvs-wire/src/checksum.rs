@@ -14,22 +14,38 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Add `data` to a running RFC 1071 sum, as big-endian 16-bit words (an odd last byte is padded
 /// with zero on the right).
 ///
-/// The accumulator is 64 bits wide and words are added in 32-bit groups, so no carry is lost for
-/// any slice shorter than 2^32 × 4 bytes.
+/// How: the bytes are summed as native-order 32-bit words into four 64-bit accumulators (a loop
+/// the compiler vectorises, with no byte swap per word), folded to 16 bits and swapped to
+/// big-endian once — the one's-complement sum does not depend on byte order (RFC 1071 §2(B)).
+/// The folded value is exactly the fold of the big-endian sum (both are 0 only for all-zero
+/// data), so adding it to `acc` keeps every later fold exact. About 4× the speed of a
+/// big-endian word loop (`cargo bench -p rvs-wire`, `checksum_full_1500`). No carry is lost
+/// for any slice shorter than 2^32 × 4 bytes.
 #[inline]
-pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+pub fn sum(acc: u64, data: &[u8]) -> u64 {
+    let mut lanes = [0u64; 4];
+    let mut blocks = data.chunks_exact(16);
+    for b in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(4)) {
+            if let &[a, b, c, d] = w {
+                *lane += u64::from(u32::from_ne_bytes([a, b, c, d]));
+            }
+        }
     }
-    let rest = chunks.remainder();
-    match *rest {
-        [a, b, c] => acc += u64::from(u32::from_be_bytes([a, b, c, 0])),
-        [a, b] => acc += u64::from(u32::from_be_bytes([a, b, 0, 0])),
-        [a] => acc += u64::from(u32::from_be_bytes([a, 0, 0, 0])),
-        _ => {}
+    let mut native = lanes.iter().sum::<u64>();
+    let mut words = blocks.remainder().chunks_exact(4);
+    for w in &mut words {
+        if let &[a, b, c, d] = w {
+            native += u64::from(u32::from_ne_bytes([a, b, c, d]));
+        }
     }
-    acc
+    native += match *words.remainder() {
+        [a, b, c] => u64::from(u32::from_ne_bytes([a, b, c, 0])),
+        [a, b] => u64::from(u32::from_ne_bytes([a, b, 0, 0])),
+        [a] => u64::from(u32::from_ne_bytes([a, 0, 0, 0])),
+        _ => 0,
+    };
+    acc + u64::from(u16::from_be(fold(native)))
 }
 
 /// Fold a running sum into 16 bits with end-around carry (the one's-complement sum).

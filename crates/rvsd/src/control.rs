@@ -743,7 +743,7 @@ fn counters(dp: &Dataplane) -> Counters {
         icmp: dp
             .icmp_counters()
             .iter()
-            .map(|(&(v6, icmp_type, code, outcome), &count)| IcmpCount {
+            .map(|((v6, icmp_type, code, outcome), count)| IcmpCount {
                 v6,
                 icmp_type,
                 code,

@@ -254,7 +254,7 @@ impl Snapshot {
                     })
                     .collect(),
                 dataplane: dp.counters().clone(),
-                icmp: dp.icmp_counters().iter().map(|(k, v)| (*k, *v)).collect(),
+                icmp: dp.icmp_counters().iter().collect(),
                 table_entries: t.len() as u64,
                 table_limit: t.max() as u64,
                 table_memory: t.memory_bytes() as u64,

@@ -39,7 +39,8 @@ struct Pre {
     /// The fast reader accepted the frame (stage 3 reads it again rather than copy the
     /// [`Flow`]: that is cheaper, the frame being in L1 by then).
     fast: bool,
-    /// The table's hash of the frame's own TCP/UDP flow key, handed to its lookup.
+    /// The table's hash handed to the frame's lookup: of its own TCP/UDP flow key, or for an
+    /// ICMP error of the quoted flow's reversed key.
     own: Option<u64>,
     /// The hash whose buckets were prefetched (own key, or an ICMP error's quoted flow).
     lookup: Option<u64>,
@@ -115,7 +116,7 @@ impl Dataplane {
     #[inline(always)]
     fn prefetch_buckets(&self, f: &Frame, pre: &mut Pre) {
         let Some(flow) = self.fast_read(f) else {
-            *pre = self.prefetch_buckets_parsed(f);
+            self.prefetch_buckets_parsed(f, pre);
             return;
         };
         let t = self.director.conns();
@@ -133,37 +134,33 @@ impl Dataplane {
     }
 
     /// [`Dataplane::prefetch_buckets`] of a frame the fast reader declined: the full parse.
+    /// (`pre` starts as [`Pre::NONE`].)
     #[inline(never)]
-    fn prefetch_buckets_parsed(&self, f: &Frame) -> Pre {
-        let Ok(parsed) = parse_ethernet(f.data()) else {
-            return Pre::NONE;
-        };
-        let mut pre = Pre::NONE;
-        let Some(ip) = parsed.ip() else {
-            return pre;
+    fn prefetch_buckets_parsed(&self, f: &Frame, pre: &mut Pre) {
+        let parsed = parse_ethernet(f.data());
+        let Some(ip) = parsed.as_ref().ok().and_then(|p| p.ip()) else {
+            return;
         };
         if ip.fragment.is_some() {
             // Fragments follow the fragment tracker's decisions, not a lookup of their own.
-            return pre;
+            return;
         }
         let t = self.director.conns();
         let h = match ip.protocol {
             proto::TCP | proto::UDP => {
                 let Some(key) = ip.flow_key() else {
-                    return pre;
+                    return;
                 };
                 if matches!(ip.transport, Transport::Tcp { flags, .. } if flags & tcp_flags::SYN != 0)
                 {
                     // Perhaps a new connection: the slot it would take.
                     t.prefetch_insert();
                 }
-                let h = t.key_hash(&key);
-                pre.own = Some(h);
-                h
+                t.key_hash(&key)
             }
             proto::ICMP | proto::ICMPV6 if ip.is_icmp_error() => {
                 let Some(msg) = f.data().get(ip.l4_offset..ip.end()) else {
-                    return pre;
+                    return;
                 };
                 let e = if ip.is_ipv4() {
                     quote::read_icmpv4_error(msg)
@@ -171,22 +168,23 @@ impl Dataplane {
                     quote::read_icmpv6_error(msg)
                 };
                 let Ok(e) = e else {
-                    return pre;
+                    return;
                 };
                 if !matches!(e.quote.protocol, proto::TCP | proto::UDP) {
-                    return pre;
+                    return;
                 }
                 let Ok(key) = e.quote.reversed_key() else {
-                    return pre;
+                    return;
                 };
                 t.key_hash(&key)
             }
-            _ => return pre,
+            _ => return,
         };
         // Both indexes: a dest's reply (NAT) misses the in index before it finds the out one.
         t.prefetch_in(h);
         t.prefetch_out(h);
+        // Handed on to the lookup: of the frame's own key, or of an ICMP error's quoted flow.
+        pre.own = Some(h);
         pre.lookup = Some(h);
-        pre
     }
 }

@@ -66,40 +66,129 @@ impl IcmpOutcome {
     }
 }
 
-/// ICMP counters by (IPv6?, type, code, outcome). A hash map (counted twice per message on the
-/// forwarding path), sorted only when listed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IcmpCounters {
-    map: hashbrown::HashMap<(bool, u8, u8, IcmpOutcome), u64>,
+/// Outcomes besides `Dropped`: `Received`, `Forwarded` × 3 methods, `Local`, `Generated`,
+/// `Suppressed`.
+const PLAIN_OUTCOMES: usize = 7;
+
+impl IcmpOutcome {
+    /// Position in an [`IcmpCounters`] row.
+    #[inline]
+    fn slot(self) -> usize {
+        match self {
+            IcmpOutcome::Received => 0,
+            IcmpOutcome::Forwarded(FwdMethod::Masq) => 1,
+            IcmpOutcome::Forwarded(FwdMethod::DirectRoute) => 2,
+            IcmpOutcome::Forwarded(FwdMethod::Tunnel) => 3,
+            IcmpOutcome::Local => 4,
+            IcmpOutcome::Generated => 5,
+            IcmpOutcome::Suppressed => 6,
+            IcmpOutcome::Dropped(r) => PLAIN_OUTCOMES + r as usize,
+        }
+    }
+
+    /// The outcome at a row position (inverse of [`IcmpOutcome::slot`]).
+    fn of_slot(i: usize) -> Option<IcmpOutcome> {
+        Some(match i {
+            0 => IcmpOutcome::Received,
+            1 => IcmpOutcome::Forwarded(FwdMethod::Masq),
+            2 => IcmpOutcome::Forwarded(FwdMethod::DirectRoute),
+            3 => IcmpOutcome::Forwarded(FwdMethod::Tunnel),
+            4 => IcmpOutcome::Local,
+            5 => IcmpOutcome::Generated,
+            6 => IcmpOutcome::Suppressed,
+            _ => IcmpOutcome::Dropped(*DropReason::ALL.get(i - PLAIN_OUTCOMES)?),
+        })
+    }
 }
+
+/// Every outcome: the plain ones and one per drop reason.
+const OUTCOMES: usize = PLAIN_OUTCOMES + DropReason::ALL.len();
+
+/// (IPv6?, type, code): one row of [`IcmpCounters`].
+type TypeKey = (bool, u8, u8);
+
+/// ICMP counters by (IPv6?, type, code, outcome): one row of outcome counters per (family,
+/// type, code) seen, found through a map — and through a one-row cache first, since a message
+/// is counted two or three times in a row under one key and floods repeat one key. (The map
+/// per (type, code, outcome) it replaced cost two hash lookups per forwarded error, ~8 % of
+/// the path; BENCHMARKS.md, issue 4.)
+#[derive(Debug, Clone, Default)]
+pub struct IcmpCounters {
+    index: hashbrown::HashMap<TypeKey, usize>,
+    rows: Vec<(TypeKey, [u64; OUTCOMES])>,
+    /// The row counted last.
+    last: Option<(TypeKey, usize)>,
+}
+
+impl PartialEq for IcmpCounters {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for IcmpCounters {}
 
 impl IcmpCounters {
     /// Count one message.
+    #[inline]
     pub fn count(&mut self, v6: bool, icmp_type: u8, code: u8, outcome: IcmpOutcome) {
-        *self.map.entry((v6, icmp_type, code, outcome)).or_default() += 1;
+        let key = (v6, icmp_type, code);
+        let row = match self.last {
+            Some((k, row)) if k == key => row,
+            _ => self.row(key),
+        };
+        if let Some(c) = self
+            .rows
+            .get_mut(row)
+            .and_then(|(_, r)| r.get_mut(outcome.slot()))
+        {
+            *c += 1;
+        }
+    }
+
+    /// The row of `key`, made on first use; remembered as the last.
+    #[cold]
+    fn row(&mut self, key: TypeKey) -> usize {
+        let n = self.rows.len();
+        let row = *self.index.entry(key).or_insert(n);
+        if row == n {
+            self.rows.push((key, [0; OUTCOMES]));
+        }
+        self.last = Some((key, row));
+        row
     }
 
     /// The count for one (family, type, code, outcome).
     pub fn get(&self, v6: bool, icmp_type: u8, code: u8, outcome: IcmpOutcome) -> u64 {
-        self.map
-            .get(&(v6, icmp_type, code, outcome))
+        self.index
+            .get(&(v6, icmp_type, code))
+            .and_then(|&row| self.rows.get(row))
+            .and_then(|(_, r)| r.get(outcome.slot()))
             .copied()
             .unwrap_or(0)
     }
 
     /// The total for an outcome over every type and code.
     pub fn total(&self, outcome: IcmpOutcome) -> u64 {
-        self.map
+        self.rows
             .iter()
-            .filter(|(k, _)| k.3 == outcome)
-            .map(|(_, v)| v)
+            .filter_map(|(_, r)| r.get(outcome.slot()))
             .sum()
     }
 
     /// Every non-zero counter, in a stable order.
-    pub fn iter(&self) -> impl Iterator<Item = (&(bool, u8, u8, IcmpOutcome), &u64)> {
-        let mut v: Vec<_> = self.map.iter().collect();
-        v.sort_unstable_by_key(|(k, _)| **k);
+    pub fn iter(&self) -> impl Iterator<Item = ((bool, u8, u8, IcmpOutcome), u64)> + '_ {
+        let mut v: Vec<_> = self
+            .rows
+            .iter()
+            .flat_map(|&((v6, t, c), ref r)| {
+                r.iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .filter_map(move |(i, &n)| Some(((v6, t, c, IcmpOutcome::of_slot(i)?), n)))
+            })
+            .collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
         v.into_iter()
     }
 }
@@ -139,11 +228,13 @@ impl Dataplane {
         self.cfg.addrs.contains(&a)
     }
 
-    /// An ICMP or ICMPv6 packet.
+    /// An ICMP or ICMPv6 packet; `hash` is the connection table's hash of an error's quoted
+    /// flow (reversed), when a burst computed it.
     pub(super) fn icmp(
         &mut self,
         frame: &mut Frame,
         ip: &IpInfo,
+        hash: Option<u64>,
         now: Time,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
@@ -224,9 +315,10 @@ impl Dataplane {
             Some(Err(_)) => return self.icmp_local(v6, t, c),
         };
         // The client side: an error about what the VIP sent to a client.
-        let (cid, to_dest) = if let Some(cid) = self.director.conn_in_live(&key, now) {
+        let probe = self.director.conns().probe(&key, hash);
+        let (cid, to_dest) = if let Some(cid) = self.director.conn_in_live_probe(&probe, now) {
             (cid, true)
-        } else if let Some(cid) = self.director.conn_out_live(&key, now) {
+        } else if let Some(cid) = self.director.conn_out_live_probe(&probe, now) {
             // The dests' side (NAT): an error about what a client sent to a dest.
             (cid, false)
         } else if self.settings().schedule_icmp
