@@ -12,7 +12,7 @@ use rvs_core::proto::Direction;
 use rvs_core::settings::{ExpiredReply, Settings};
 use rvs_core::types::{FwdMethod, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
-use rvs_wire::flow::{self, Flow};
+use rvs_wire::flow::{self, ErrorFlow, Flow};
 use rvs_wire::parse::{
     FlowKey, IpInfo, Net, ParsedFrame, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
 };
@@ -233,6 +233,16 @@ impl Dataplane {
     /// reply; additional frames to transmit are appended to `extra`.
     pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
         let Some(f) = self.fast_read(frame) else {
+            if let Some(e) = self.fast_read_error(frame)
+                && let Some(r) = self.fast_icmp_error(frame, &e, None, now)
+            {
+                return match r {
+                    Ok(hop) => Verdict::Transmit {
+                        next_hop: self.director.interned_addr(hop),
+                    },
+                    Err(v) => v,
+                };
+            }
             return self.process_hashed(frame, None, now, extra);
         };
         let probe = self.director.conns().probe_flow(&f, None);
@@ -257,6 +267,16 @@ impl Dataplane {
     fn fast_read(&self, frame: &Frame) -> Option<Flow> {
         if self.fast_paths {
             flow::read(frame.data())
+        } else {
+            None
+        }
+    }
+
+    /// [`flow::read_error`] of the frame, unless the fast paths are off.
+    #[inline(always)]
+    fn fast_read_error(&self, frame: &Frame) -> Option<ErrorFlow> {
+        if self.fast_paths {
+            flow::read_error(frame.data())
         } else {
             None
         }

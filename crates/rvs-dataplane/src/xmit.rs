@@ -215,7 +215,6 @@ fn put16(d: &mut [u8], at: usize, v: u16) -> bool {
 /// ICMP checksum (ICMPv6: including its pseudo-header). Returns false, leaving
 /// the frame unusable, when the message is not a readable error (callers check before).
 pub fn nat_icmp_error(data: &mut [u8], ip: &IpInfo, dir: IcmpNat, addr: IpAddr, port: u16) -> bool {
-    use rvs_wire::checksum;
     let (l3, l4, end) = (ip.l3_offset, ip.l4_offset, ip.end());
     if end > data.len() || l4 + 8 > end || l3 > l4 {
         return false;
@@ -235,6 +234,26 @@ pub fn nat_icmp_error(data: &mut [u8], ip: &IpInfo, dir: IcmpNat, addr: IpAddr, 
         }
         (q.header_len, q.protocol, q.bytes().len())
     };
+    nat_icmp_error_quoted(data, ip, (qhl, qproto, qlen), dir, addr, port)
+}
+
+/// [`nat_icmp_error`] with the quote already read: its header length, protocol and captured
+/// length (`quote`), for a quote of the outer packet's family that is not a later fragment
+/// (what [`rvs_wire::flow::read_error`] guarantees, so its fast path skips the second read).
+pub fn nat_icmp_error_quoted(
+    data: &mut [u8],
+    ip: &IpInfo,
+    quote: (usize, u8, usize),
+    dir: IcmpNat,
+    addr: IpAddr,
+    port: u16,
+) -> bool {
+    let (qhl, qproto, qlen) = quote;
+    let (l3, l4, end) = (ip.l3_offset, ip.l4_offset, ip.end());
+    if end > data.len() || l4 + 8 + qlen > end || l3 > l4 {
+        return false;
+    }
+    let v6 = !ip.is_ipv4();
     let Some(mut icmp_ck) = get16(data, l4 + 2) else {
         return false;
     };

@@ -42,6 +42,32 @@ pub fn exercise(data: &[u8]) {
             "flow reader disagrees with the full parse"
         );
     }
+    if let Some(e) = crate::flow::read_error(data) {
+        let full = eth.as_ref().ok();
+        assert_eq!(
+            full.and_then(|p| p.vlan),
+            None,
+            "error reader accepted a tagged frame"
+        );
+        let ip = e.ip_info();
+        assert_eq!(
+            full.and_then(|p| p.ip()),
+            Some(&ip),
+            "error reader: outer packet"
+        );
+        let msg = data.get(ip.l4_offset..ip.end()).unwrap_or(&[]);
+        let q = if e.flow.v6 {
+            quote::read_icmpv6_error(msg)
+        } else {
+            quote::read_icmpv4_error(msg)
+        };
+        let key = q.as_ref().ok().and_then(|q| q.quote.reversed_key().ok());
+        assert_eq!(
+            key.map(|k| (k.src, k.sport, k.dst, k.dport)),
+            Some((e.flow.src_ip(), e.flow.sport, e.flow.dst_ip(), e.flow.dport)),
+            "error reader: quoted flow"
+        );
+    }
     for et in [ethertype::IPV4, ethertype::IPV6, ethertype::ARP] {
         let n = parse::parse_network(et, data);
         assert_eq!(

@@ -200,6 +200,152 @@ fn transport(protocol: u8, l4: &[u8]) -> Option<(u16, u16, u8)> {
     }
 }
 
+/// An ICMP error of the commonest shape about a TCP or UDP packet, as [`read_error`] found it:
+/// the outer packet as for [`read`] but carrying ICMP (IPv4) or ICMPv6 (IPv6); an error type
+/// the director forwards (destination unreachable, source quench, time exceeded, parameter
+/// problem; packet too big) without RFC 4884 extensions; quoting a packet of the same family
+/// without IPv4 options, IPv6 extension headers or fragmentation, with at least its ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorFlow {
+    /// The quoted packet's flow reversed — the flow the error travels with, whose connection
+    /// it concerns — in [`Flow`]'s form (`ip_len`, `ttl` and `tcp_flags` are the outer
+    /// packet's and 0).
+    pub flow: Flow,
+    /// The outer source address (who sent the error).
+    pub src: [u8; 16],
+    /// The outer destination address.
+    pub dst: [u8; 16],
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// ICMP code.
+    pub code: u8,
+    /// The four type-specific header bytes (next-hop MTU, pointer, ...).
+    pub rest: [u8; 4],
+}
+
+impl ErrorFlow {
+    /// What [`crate::parse::parse_ethernet`] returns for the same frame.
+    #[inline(always)]
+    pub fn ip_info(&self) -> IpInfo {
+        let v6 = self.flow.v6;
+        let hl = self.flow.ip_header_len();
+        IpInfo {
+            src: addr(&self.src, v6),
+            dst: addr(&self.dst, v6),
+            protocol: if v6 { proto::ICMPV6 } else { proto::ICMP },
+            ttl: self.flow.ttl,
+            l3_offset: L3,
+            l4_offset: L3 + hl,
+            l4_len: usize::from(self.flow.ip_len) - hl,
+            fragment: None,
+            transport: if v6 {
+                Transport::Icmpv6 {
+                    icmp_type: self.icmp_type,
+                    code: self.code,
+                }
+            } else {
+                Transport::Icmpv4 {
+                    icmp_type: self.icmp_type,
+                    code: self.code,
+                }
+            },
+        }
+    }
+}
+
+/// Read `frame` when it is an ICMP error of the fast path's shape (see [`ErrorFlow`]); `None`
+/// otherwise (the full parse and [`crate::quote`] then decide).
+#[inline(always)]
+pub fn read_error(frame: &[u8]) -> Option<ErrorFlow> {
+    let b = frame.get(L3..)?;
+    let (v6, hl, total, ttl, outer_src, outer_dst) = match be16(frame, 12)? {
+        ethertype::IPV4 => {
+            let h = b.get(..20)?;
+            if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 || h[9] != proto::ICMP
+            {
+                return None;
+            }
+            let src = u128::from(u32::from_le_bytes([h[12], h[13], h[14], h[15]])).to_le_bytes();
+            let dst = u128::from(u32::from_le_bytes([h[16], h[17], h[18], h[19]])).to_le_bytes();
+            (false, 20, u16::from_be_bytes([h[2], h[3]]), h[8], src, dst)
+        }
+        ethertype::IPV6 => {
+            let h = b.get(..40)?;
+            let payload = u16::from_be_bytes([h[4], h[5]]);
+            if h[0] >> 4 != 6 || payload == 0 || h[6] != proto::ICMPV6 {
+                return None;
+            }
+            let src = u128::from_le_bytes(h[8..24].try_into().ok()?).to_le_bytes();
+            let dst = u128::from_le_bytes(h[24..40].try_into().ok()?).to_le_bytes();
+            (true, 40, payload.checked_add(40)?, h[7], src, dst)
+        }
+        _ => return None,
+    };
+    let msg = b.get(hl..usize::from(total))?;
+    let icmp = msg.get(..8)?;
+    let (icmp_type, code) = (icmp[0], icmp[1]);
+    let rest = [icmp[4], icmp[5], icmp[6], icmp[7]];
+    // Error types with their RFC 4884 length byte zero (no extensions).
+    let plain = match (v6, icmp_type) {
+        (false, 3 | 11 | 12) => rest[1] == 0,
+        (false, 4) => true,
+        (true, 1 | 3) => rest[0] == 0,
+        (true, 2 | 4) => true,
+        _ => false,
+    };
+    if !plain {
+        return None;
+    }
+    let q = msg.get(8..)?;
+    let (protocol, qsrc, qdst, ports) = if v6 {
+        let h = q.get(..40)?;
+        if h[0] >> 4 != 6 {
+            return None;
+        }
+        let src = u128::from_le_bytes(h[8..24].try_into().ok()?).to_le_bytes();
+        let dst = u128::from_le_bytes(h[24..40].try_into().ok()?).to_le_bytes();
+        (h[6], src, dst, q.get(40..44)?)
+    } else {
+        let h = q.get(..20)?;
+        // No options; not a fragment; the claimed length covers the ports.
+        if h[0] != 0x45
+            || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0
+            || u16::from_be_bytes([h[2], h[3]]) < 24
+        {
+            return None;
+        }
+        let src = u128::from(u32::from_le_bytes([h[12], h[13], h[14], h[15]])).to_le_bytes();
+        let dst = u128::from(u32::from_le_bytes([h[16], h[17], h[18], h[19]])).to_le_bytes();
+        (h[9], src, dst, q.get(20..24)?)
+    };
+    if protocol != proto::TCP && protocol != proto::UDP {
+        return None;
+    }
+    if v6 && u16::from_be_bytes([q[4], q[5]]) < 4 {
+        // The quoted IPv6 payload length must cover the ports too.
+        return None;
+    }
+    Some(ErrorFlow {
+        flow: Flow {
+            // Reversed: the quoted packet went destination ← source of the connection.
+            src: qdst,
+            dst: qsrc,
+            sport: u16::from_be_bytes([ports[2], ports[3]]),
+            dport: u16::from_be_bytes([ports[0], ports[1]]),
+            ip_len: total,
+            protocol,
+            ttl,
+            tcp_flags: 0,
+            v6,
+        },
+        src: outer_src,
+        dst: outer_dst,
+        icmp_type,
+        code,
+        rest,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -316,6 +462,168 @@ mod tests {
                 let full = full.unwrap();
                 proptest::prop_assert_eq!(full.vlan, None);
                 proptest::prop_assert_eq!(full.ip(), Some(&flow.ip_info()));
+            }
+        }
+    }
+
+    /// What the full path reads of an error frame: the outer packet, and the quote's reversed
+    /// key with type, code and rest.
+    fn full_error(f: &[u8]) -> Option<(IpInfo, crate::parse::FlowKey, u8, u8, [u8; 4])> {
+        let p = parse_ethernet(f).ok()?;
+        if p.vlan.is_some() {
+            return None;
+        }
+        let ip = *p.ip()?;
+        let msg = f.get(ip.l4_offset..ip.end())?;
+        let e = if ip.is_ipv4() {
+            crate::quote::read_icmpv4_error(msg)
+        } else {
+            crate::quote::read_icmpv6_error(msg)
+        }
+        .ok()?;
+        Some((
+            ip,
+            e.quote.reversed_key().ok()?,
+            e.icmp_type,
+            e.code,
+            e.rest,
+        ))
+    }
+
+    fn key_of(f: &Flow) -> crate::parse::FlowKey {
+        crate::parse::FlowKey {
+            protocol: f.protocol,
+            src: f.src_ip(),
+            sport: f.sport,
+            dst: f.dst_ip(),
+            dport: f.dport,
+        }
+    }
+
+    /// Errors the error reader serves, then neighbours it must decline.
+    fn error_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut v = Vec::new();
+        let mut seg = Vec::new();
+        PacketBuilder::ipv4([203, 0, 113, 10], [192, 0, 2, 1], 63)
+            .tcp(80, 40000, 1, 100)
+            .write(&mut seg, &[0x5a; 100])
+            .unwrap();
+        let frag_needed = etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        );
+        let mut served = Vec::new();
+        eth()
+            .ipv4([198, 51, 100, 1], [203, 0, 113, 10], 60)
+            .icmpv4(frag_needed)
+            .write(&mut v, &seg)
+            .unwrap();
+        served.push(std::mem::take(&mut v));
+        let mut udp = Vec::new();
+        PacketBuilder::ipv4([203, 0, 113, 10], [192, 0, 2, 1], 63)
+            .udp(53, 5353)
+            .write(&mut udp, b"answer")
+            .unwrap();
+        eth()
+            .ipv4([198, 51, 100, 1], [203, 0, 113, 10], 60)
+            .icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+                etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+            ))
+            .write(&mut v, &udp[..28]) // RFC 792: IP header and 8 bytes
+            .unwrap();
+        served.push(std::mem::take(&mut v));
+        let mut seg6 = Vec::new();
+        PacketBuilder::ipv6(V6B, V6A, 63)
+            .tcp(80, 40000, 1, 100)
+            .write(&mut seg6, &[0x5a; 100])
+            .unwrap();
+        eth()
+            .ipv6(V6A, V6B, 60)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+            .write(&mut v, &seg6)
+            .unwrap();
+        served.push(std::mem::take(&mut v));
+
+        let mut declined = Vec::new();
+        eth()
+            .ipv4([198, 51, 100, 1], [203, 0, 113, 10], 60)
+            .icmpv4(etherparse::Icmpv4Type::Redirect(
+                etherparse::icmpv4::RedirectHeader {
+                    code: etherparse::icmpv4::RedirectCode::RedirectForNetwork,
+                    gateway_internet_address: [198, 51, 100, 9],
+                },
+            ))
+            .write(&mut v, &seg)
+            .unwrap();
+        declined.push(std::mem::take(&mut v));
+        let mut ext = served[0].clone();
+        ext[14 + 20 + 5] = 30; // RFC 4884 length: extensions follow
+        declined.push(ext);
+        let mut frag = served[0].clone();
+        frag[14 + 20 + 8 + 6] |= 0x20; // the quote is a fragment
+        declined.push(frag);
+        let mut short = served[1].clone();
+        short.truncate(14 + 20 + 8 + 20 + 3); // no room for the ports
+        declined.push(short);
+        eth()
+            .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
+            .icmpv4_echo_request(1, 2)
+            .write(&mut v, b"ping")
+            .unwrap();
+        declined.push(std::mem::take(&mut v));
+        (served, declined)
+    }
+
+    #[test]
+    fn error_reader_serves_the_common_errors_as_the_full_path_reads_them() {
+        let (served, declined) = error_seeds();
+        for f in &served {
+            let e = read_error(f).unwrap_or_else(|| panic!("declined {f:02x?}"));
+            let (ip, key, t, c, rest) = full_error(f).unwrap();
+            assert_eq!(e.ip_info(), ip);
+            assert_eq!(
+                (key_of(&e.flow), e.icmp_type, e.code, e.rest),
+                (key, t, c, rest)
+            );
+            assert_eq!(read(f), None);
+        }
+        for f in &declined {
+            assert_eq!(read_error(f), None, "served {f:02x?}");
+        }
+        let e = read_error(&served[0]).unwrap();
+        assert_eq!((e.flow.sport, e.flow.dport), (40000, 80));
+        assert_eq!(&e.flow.src[..4], &[192, 0, 2, 1]);
+        assert_eq!(&e.flow.dst[..4], &[203, 0, 113, 10]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// Differential: whenever the error reader answers, the full parse and the quote reader
+        /// read the same outer packet, type, code and connection key.
+        #[test]
+        fn error_reader_never_disagrees_with_the_full_path(
+            seed in 0usize..8,
+            flips in proptest::collection::vec((0usize..120, proptest::prelude::any::<u8>()), 0..4),
+            cut in proptest::option::of(0usize..200),
+        ) {
+            let (served, declined) = error_seeds();
+            let mut f = served.into_iter().chain(declined).nth(seed).unwrap();
+            for (at, v) in flips {
+                if let Some(b) = f.get_mut(at % 110) {
+                    *b = v;
+                }
+            }
+            if let Some(c) = cut {
+                f.truncate(c);
+            }
+            if let Some(e) = read_error(&f) {
+                let full = full_error(&f);
+                proptest::prop_assert!(full.is_some());
+                let (ip, key, t, c, rest) = full.unwrap();
+                proptest::prop_assert_eq!(e.ip_info(), ip);
+                proptest::prop_assert_eq!(
+                    (key_of(&e.flow), e.icmp_type, e.code, e.rest),
+                    (key, t, c, rest)
+                );
             }
         }
     }

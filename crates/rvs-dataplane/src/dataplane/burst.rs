@@ -36,9 +36,9 @@ pub const BURST: usize = 16;
 /// What stage 1 learned of a frame.
 #[derive(Clone, Copy)]
 struct Pre {
-    /// The fast reader accepted the frame (stage 3 reads it again rather than copy the
-    /// [`Flow`]: that is cheaper, the frame being in L1 by then).
-    fast: bool,
+    /// Which reader accepted the frame (stage 3 reads it again rather than copy what it read:
+    /// that is cheaper, the frame being in L1 by then).
+    kind: Kind,
     /// The table's hash handed to the frame's lookup: of its own TCP/UDP flow key, or for an
     /// ICMP error of the quoted flow's reversed key.
     own: Option<u64>,
@@ -48,10 +48,21 @@ struct Pre {
 
 impl Pre {
     const NONE: Pre = Pre {
-        fast: false,
+        kind: Kind::Full,
         own: None,
         lookup: None,
     };
+}
+
+/// The reader a frame takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The full parse.
+    Full,
+    /// [`rvs_wire::flow::read`]: a TCP/UDP packet of the commonest shape.
+    Flow,
+    /// [`rvs_wire::flow::read_error`]: an ICMP error of the commonest shape.
+    Error,
 }
 
 impl Dataplane {
@@ -80,34 +91,50 @@ impl Dataplane {
                 // As `process`, with the hash handed on (and each push its own statement: a
                 // verdict merged from both branches went through the stack, and its reload
                 // stalled on store forwarding).
-                if p.fast
-                    && let Some(flow) = self.fast_read(f)
-                {
-                    let probe = self.director.conns().probe_flow(&flow, p.own);
-                    if let Some(hop) = self.fast_in(f, &flow, &probe, now) {
-                        verdicts.push(Verdict::Transmit {
-                            next_hop: self.director.interned_addr(hop),
-                        });
-                    } else {
-                        let v = self.process_flow(f, &flow, &probe, now, extra);
-                        verdicts.push(v);
+                match p.kind {
+                    Kind::Flow if let Some(flow) = self.fast_read(f) => {
+                        let probe = self.director.conns().probe_flow(&flow, p.own);
+                        if let Some(hop) = self.fast_in(f, &flow, &probe, now) {
+                            verdicts.push(Verdict::Transmit {
+                                next_hop: self.director.interned_addr(hop),
+                            });
+                        } else {
+                            let v = self.process_flow(f, &flow, &probe, now, extra);
+                            verdicts.push(v);
+                        }
+                        continue;
                     }
-                } else {
-                    let v = self.process_hashed(f, p.own, now, extra);
-                    verdicts.push(v);
+                    Kind::Error if let Some(e) = self.fast_read_error(f) => {
+                        match self.fast_icmp_error(f, &e, p.own, now) {
+                            Some(Ok(hop)) => verdicts.push(Verdict::Transmit {
+                                next_hop: self.director.interned_addr(hop),
+                            }),
+                            Some(Err(v)) => verdicts.push(v),
+                            None => {
+                                let v = self.process_hashed(f, p.own, now, extra);
+                                verdicts.push(v);
+                            }
+                        }
+                        continue;
+                    }
+                    _ => {}
                 }
+                let v = self.process_hashed(f, p.own, now, extra);
+                verdicts.push(v);
             }
         }
     }
 
     /// Stage 2 for one frame: read its prefetched index buckets, prefetch the entries whose
-    /// tags match.
+    /// tags match. (An error the fast reader took looks only at the client-side index.)
     #[inline]
     fn prefetch_entries(&self, p: &Pre) {
         if let Some(h) = p.lookup {
             let t = self.director.conns();
             t.prefetch_in_entries(h);
-            t.prefetch_out_entries(h);
+            if p.kind != Kind::Error {
+                t.prefetch_out_entries(h);
+            }
         }
     }
 
@@ -116,7 +143,16 @@ impl Dataplane {
     #[inline(always)]
     fn prefetch_buckets(&self, f: &Frame, pre: &mut Pre) {
         let Some(flow) = self.fast_read(f) else {
-            self.prefetch_buckets_parsed(f, pre);
+            match self.fast_read_error(f) {
+                Some(e) => {
+                    let h = self.director.conns().flow_hash(&e.flow);
+                    self.director.conns().prefetch_in(h);
+                    pre.kind = Kind::Error;
+                    pre.own = Some(h);
+                    pre.lookup = Some(h);
+                }
+                None => self.prefetch_buckets_parsed(f, pre),
+            }
             return;
         };
         let t = self.director.conns();
@@ -128,7 +164,7 @@ impl Dataplane {
         // Both indexes: a dest's reply (NAT) misses the in index before it finds the out one.
         t.prefetch_in(h);
         t.prefetch_out(h);
-        pre.fast = true;
+        pre.kind = Kind::Flow;
         pre.own = Some(h);
         pre.lookup = Some(h);
     }

@@ -15,6 +15,7 @@ use core::net::IpAddr;
 use rvs_core::settings::SmallMtuPolicy;
 use rvs_core::types::{FwdMethod, SEC, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error};
+use rvs_wire::flow::ErrorFlow;
 use rvs_wire::parse::{IpInfo, Transport, proto};
 use rvs_wire::quote::{self, IcmpError};
 use rvs_wire::rewrite::IcmpPacket;
@@ -401,6 +402,78 @@ impl Dataplane {
                 self.fit_mtu(frame, ip, conn.daddr, extra)
             }
         }
+    }
+
+    /// The ICMP-error fast path: an error of the commonest shape ([`ErrorFlow`]) about a live
+    /// DR or NAT connection of the client side, whose dest is live, that needs nothing unusual
+    /// (forwarding on, checksum right, no MTU below the floor, TTL > 1, fits the MTU) is
+    /// counted, rate-limited and forwarded here exactly as [`Dataplane::icmp`] would: `Ok` =
+    /// `Transmit` to the interned address returned, `Err` = this verdict. Anything else
+    /// returns `None` having changed nothing, for the full path. (For speed, as the
+    /// established fast path: no full parse, no quote structs with `IpAddr`s moved through
+    /// returns; BENCHMARKS.md, issue 4.)
+    #[inline(always)]
+    pub(super) fn fast_icmp_error(
+        &mut self,
+        frame: &mut Frame,
+        e: &ErrorFlow,
+        hash: Option<u64>,
+        now: Time,
+    ) -> Option<Result<u32, Verdict>> {
+        let f = &e.flow;
+        let (v6, t, c) = (f.v6, e.icmp_type, e.code);
+        if f.ttl <= 1 || f.ip_len > self.cfg.mtu || !self.settings().icmp_forward {
+            return None;
+        }
+        if is_too_big(v6, t, c) {
+            let (mtu, floor) = if v6 {
+                (u32::from_be_bytes(e.rest), MIN_PMTU_V6)
+            } else {
+                let mtu = u16::from_be_bytes([e.rest[2], e.rest[3]]);
+                (u32::from(mtu), u32::from(MIN_PMTU_V4))
+            };
+            if mtu < floor {
+                return None;
+            }
+        }
+        let probe = self.director.conns().probe_flow(f, hash);
+        let cid = self.director.conn_in_hit(&probe, now)?;
+        let hot = self.director.conn_hot(cid)?;
+        if hot.fwd == FwdMethod::Tunnel
+            || (hot.fwd == FwdMethod::Masq && hot.daddr.is_ipv6() != v6)
+            || !self
+                .director
+                .dest_is_live(rvs_core::director::DestId(hot.dest))
+        {
+            return None;
+        }
+        let ip = e.ip_info();
+        if !self.checksum_ok(frame, &ip, v6) {
+            return None;
+        }
+        // From here on, the full path's steps in its order.
+        self.counters.rx += 1;
+        self.now = now;
+        self.icmp_counters.count(v6, t, c, IcmpOutcome::Received);
+        let per_sec = self.settings().icmp_forward_per_sec;
+        if per_sec > 0 && !self.fwd_per_src.take(ip.src, per_sec, per_sec, now) {
+            self.last_dest = None;
+            return Some(Err(self.icmp_drop(v6, t, c, DropReason::IcmpRateLimited)));
+        }
+        self.icmp_counters
+            .count(v6, t, c, IcmpOutcome::Forwarded(hot.fwd));
+        self.last_dest = Some((hot.daddr, hot.dport));
+        let data = frame.data_mut();
+        xmit::decrement_ttl_flow(data, f);
+        // The quote as the reader found it: no options or extension headers, all captured.
+        let quote = (f.ip_header_len(), f.protocol, ip.l4_len - 8);
+        if hot.fwd == FwdMethod::Masq
+            && !xmit::nat_icmp_error_quoted(data, &ip, quote, IcmpNat::ToDest, hot.daddr, hot.dport)
+        {
+            return Some(Err(self.icmp_drop(v6, t, c, DropReason::IcmpMalformed)));
+        }
+        self.counters.forwarded += 1;
+        Some(Ok(hot.daddr_id))
     }
 
     /// Verify the ICMP checksum: ICMPv4 over the message, ICMPv6 with its pseudo-header.
