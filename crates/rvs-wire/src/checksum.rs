@@ -358,7 +358,7 @@ mod tests {
             for (at, new) in [(12, &new4[..]), (20, &new6[..])] {
                 let mut d = data.clone();
                 let check = u16::from_be_bytes([d[0], d[1]]);
-                let inc = update_bytes(check, &d[at..at + new.len()].to_vec(), new);
+                let inc = update_bytes(check, &d[at..at + new.len()], new);
                 d[at..at + new.len()].copy_from_slice(new);
                 let full = with_checksum(d, 0);
                 let full = u16::from_be_bytes([full[0], full[1]]);
