@@ -12,7 +12,7 @@ use rvs_core::proto::Direction;
 use rvs_core::settings::{ExpiredReply, Settings};
 use rvs_core::types::{FwdMethod, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error, Ipv4Tunnel, Ipv6Tunnel};
-use rvs_wire::flow::{self, ErrorFlow, Flow};
+use rvs_wire::flow::{self, Flow};
 use rvs_wire::parse::{
     FlowKey, IpInfo, Net, ParsedFrame, Transport, parse_ethernet, parse_ip, proto, tcp_flags,
 };
@@ -232,8 +232,8 @@ impl Dataplane {
     /// Process one frame received at `now`. The frame may be rewritten in place or replaced by a
     /// reply; additional frames to transmit are appended to `extra`.
     pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
-        let Some(f) = self.fast_read(frame) else {
-            if let Some(e) = self.fast_read_error(frame)
+        let Some(f) = self.fast(frame, flow::read) else {
+            if let Some(e) = self.fast(frame, flow::read_error)
                 && let Some(r) = self.fast_icmp_error(frame, &e, None, now)
             {
                 return match r {
@@ -262,21 +262,12 @@ impl Dataplane {
         self.fast_paths = on;
     }
 
-    /// [`flow::read`] of the frame, unless the fast paths are off.
+    /// `reader` ([`flow::read`] or [`flow::read_error`]) of the frame, unless the fast paths
+    /// are off.
     #[inline(always)]
-    fn fast_read(&self, frame: &Frame) -> Option<Flow> {
+    fn fast<T>(&self, frame: &Frame, reader: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
         if self.fast_paths {
-            flow::read(frame.data())
-        } else {
-            None
-        }
-    }
-
-    /// [`flow::read_error`] of the frame, unless the fast paths are off.
-    #[inline(always)]
-    fn fast_read_error(&self, frame: &Frame) -> Option<ErrorFlow> {
-        if self.fast_paths {
-            flow::read_error(frame.data())
+            reader(frame.data())
         } else {
             None
         }
@@ -308,9 +299,10 @@ impl Dataplane {
     /// dest is live, that needs no ICMP answer (TTL > 1, fits the MTU), is accounted and
     /// rewritten here exactly as [`Dataplane::process`] would (counters included), and the
     /// interned id of its next hop returned: the verdict is `Transmit` to that address.
-    /// Anything else returns `None` having changed nothing, for the full path. (It exists for speed: the full path moves `IpAddr`-bearing results through
-    /// several returns, and `perf annotate` put a third of a packet's time on the
-    /// store-forwarding stalls of those moves; BENCHMARKS.md, issue 3.)
+    /// Anything else returns `None` having changed nothing, for the full path. (It exists for
+    /// speed: the full path moves `IpAddr`-bearing results through several returns, and `perf
+    /// annotate` put a third of a packet's time on the store-forwarding stalls of those
+    /// moves; BENCHMARKS.md, issue 3.)
     #[inline(always)]
     fn fast_in(&mut self, frame: &mut Frame, f: &Flow, probe: &Probe, now: Time) -> Option<u32> {
         if f.ttl <= 1 || f.ip_len > self.cfg.mtu {

@@ -1,4 +1,5 @@
-//! Packet-layer benchmarks: frame parse, quoted-error parse, incremental checksum update.
+//! Packet-layer benchmarks: frame parse, the fast path's readers, quoted-error parse, incremental
+//! checksum update.
 //!
 //! Run with `cargo bench -p rvs-wire`; results are recorded in BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -7,7 +8,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rvs_wire::{build, checksum, parse, quote, rewrite};
+use rvs_wire::{build, checksum, flow, parse, quote, rewrite};
 
 /// Ethernet / IPv4 / TCP (ACK, 100 bytes of payload) built with etherparse.
 fn tcp_frame() -> Vec<u8> {
@@ -49,6 +50,9 @@ fn benches(c: &mut Criterion) {
     c.bench_function("etherparse_sliced_ethernet_ipv4_tcp", |b| {
         b.iter(|| etherparse::SlicedPacket::from_ethernet(black_box(&frame)).unwrap())
     });
+    c.bench_function("flow_read_ethernet_ipv4_tcp", |b| {
+        b.iter(|| flow::read(black_box(&frame)).unwrap())
+    });
 
     let err = frag_needed();
     c.bench_function("quote_read_icmpv4_error_key", |b| {
@@ -66,6 +70,11 @@ fn benches(c: &mut Criterion) {
             let e = quote::read_icmpv4_error(&f[ip.l4_offset..ip.end()]).unwrap();
             e.quote.reversed_key().unwrap()
         })
+    });
+    c.bench_function("flow_read_error_of_icmpv4_error", |b| {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(&err);
+        b.iter(|| flow::read_error(black_box(&f)).unwrap())
     });
 
     c.bench_function("checksum_update16", |b| {

@@ -436,6 +436,27 @@ mod tests {
         assert!(f.dst[4..].iter().all(|&b| b == 0));
     }
 
+    /// Seed `seed` of `(served, declined)`, with bytes below `span` overwritten by `flips`
+    /// and cut to `cut`.
+    fn mutated(
+        (served, declined): (Vec<Vec<u8>>, Vec<Vec<u8>>),
+        seed: usize,
+        flips: &[(usize, u8)],
+        cut: Option<usize>,
+        span: usize,
+    ) -> Vec<u8> {
+        let mut f = served.into_iter().chain(declined).nth(seed).unwrap();
+        for &(at, v) in flips {
+            if let Some(b) = f.get_mut(at % span) {
+                *b = v;
+            }
+        }
+        if let Some(c) = cut {
+            f.truncate(c);
+        }
+        f
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
         /// Differential: whenever the fast reader answers, the full parse gives the very same
@@ -446,16 +467,7 @@ mod tests {
             flips in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 0..4),
             cut in proptest::option::of(0usize..100),
         ) {
-            let (served, declined) = seeds();
-            let mut f = served.into_iter().chain(declined).nth(seed).unwrap();
-            for (at, v) in flips {
-                if let Some(b) = f.get_mut(at % 70) {
-                    *b = v;
-                }
-            }
-            if let Some(c) = cut {
-                f.truncate(c);
-            }
+            let f = mutated(seeds(), seed, &flips, cut, 70);
             if let Some(flow) = read(&f) {
                 let full = parse_ethernet(&f);
                 proptest::prop_assert!(full.is_ok(), "{:?}", full);
@@ -605,16 +617,7 @@ mod tests {
             flips in proptest::collection::vec((0usize..120, proptest::prelude::any::<u8>()), 0..4),
             cut in proptest::option::of(0usize..200),
         ) {
-            let (served, declined) = error_seeds();
-            let mut f = served.into_iter().chain(declined).nth(seed).unwrap();
-            for (at, v) in flips {
-                if let Some(b) = f.get_mut(at % 110) {
-                    *b = v;
-                }
-            }
-            if let Some(c) = cut {
-                f.truncate(c);
-            }
+            let f = mutated(error_seeds(), seed, &flips, cut, 110);
             if let Some(e) = read_error(&f) {
                 let full = full_error(&f);
                 proptest::prop_assert!(full.is_some());

@@ -20,6 +20,7 @@
 //! 10 ns per packet slower than these stages at 1 M and 4 M connections, and was dropped.)
 
 use rvs_core::types::Time;
+use rvs_wire::flow;
 use rvs_wire::parse::{Transport, parse_ethernet, proto, tcp_flags};
 use rvs_wire::quote;
 
@@ -92,7 +93,7 @@ impl Dataplane {
                 // verdict merged from both branches went through the stack, and its reload
                 // stalled on store forwarding).
                 match p.kind {
-                    Kind::Flow if let Some(flow) = self.fast_read(f) => {
+                    Kind::Flow if let Some(flow) = self.fast(f, flow::read) => {
                         let probe = self.director.conns().probe_flow(&flow, p.own);
                         if let Some(hop) = self.fast_in(f, &flow, &probe, now) {
                             verdicts.push(Verdict::Transmit {
@@ -104,7 +105,7 @@ impl Dataplane {
                         }
                         continue;
                     }
-                    Kind::Error if let Some(e) = self.fast_read_error(f) => {
+                    Kind::Error if let Some(e) = self.fast(f, flow::read_error) => {
                         match self.fast_icmp_error(f, &e, p.own, now) {
                             Some(Ok(hop)) => verdicts.push(Verdict::Transmit {
                                 next_hop: self.director.interned_addr(hop),
@@ -142,8 +143,8 @@ impl Dataplane {
     /// learned goes to `pre` (written in place: a returned `Pre` went through the stack).
     #[inline(always)]
     fn prefetch_buckets(&self, f: &Frame, pre: &mut Pre) {
-        let Some(flow) = self.fast_read(f) else {
-            match self.fast_read_error(f) {
+        let Some(flow) = self.fast(f, flow::read) else {
+            match self.fast(f, flow::read_error) {
                 Some(e) => {
                     let h = self.director.conns().flow_hash(&e.flow);
                     self.director.conns().prefetch_in(h);
