@@ -3,6 +3,13 @@
 //! The path (DESIGN.md "The packet path"): parse → fragments → connection lookup (client side,
 //! then NAT reply side) → service lookup and scheduling → transmitter of the connection's
 //! method, after the TTL and MTU checks. Everything that is not ours is `Local`, untouched.
+//!
+//! Two fast paths come first, for speed only (BENCHMARKS.md, issues 3 and 4): a TCP/UDP frame
+//! of the commonest shape ([`flow::read`]) that hits a live DR or NAT connection from the
+//! client side (`Dataplane::fast_in`), and an ICMP error of the commonest shape
+//! ([`flow::read_error`]) about one (`Dataplane::fast_icmp_error`). Each either does exactly
+//! what the full path would do or changes nothing and hands the frame on; `tests/burst.rs`
+//! holds them to the full path.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
