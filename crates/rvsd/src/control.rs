@@ -278,10 +278,14 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Response {
         Request::Save => Ok(Reply::Rules(save(shared.lock().director()))),
         Request::Restore { rules } => restore(shared, &rules, now),
         Request::Counters => {
-            let mut c = counters(&shared.lock());
+            // The workers' counters are read under the dataplane's lock, under which the
+            // workers update them: one consistent snapshot (their frames add up to `rx`).
+            let dp = shared.lock();
+            let mut c = counters(&dp);
             if let Some(io) = shared.io.get() {
                 io.fill(&mut c);
             }
+            drop(dp);
             Ok(Reply::Counters(Box::new(c)))
         }
         Request::GetSetting { name } => get_settings(shared, name.as_deref()),

@@ -744,18 +744,23 @@ impl Worker {
         if self.used == 0 {
             return n;
         }
-        IoCounters::add(&self.stats.frames, self.used as u64);
         let mut frames = std::mem::take(&mut self.frames);
+        let (mut syns, mut icmps) = (0u64, 0u64);
         for f in &frames[..self.used] {
             let (syn, icmp) = classify(f.data());
-            IoCounters::add(&self.stats.tcp_syn, u64::from(syn));
-            IoCounters::add(&self.stats.icmp_errors, u64::from(icmp));
+            syns += u64::from(syn);
+            icmps += u64::from(icmp);
         }
         self.verdicts.clear();
         self.out_extra.clear();
         {
             let shared = &self.ws.shared;
             let mut dp = lock(&shared.dp);
+            // Counted under the dataplane's lock, which a `Counters` request also holds while
+            // it reads them: its per-worker frames then always add up to the dataplane's rx.
+            IoCounters::add(&self.stats.frames, self.used as u64);
+            IoCounters::add(&self.stats.tcp_syn, syns);
+            IoCounters::add(&self.stats.icmp_errors, icmps);
             let now = shared.now();
             // The whole burst at once: the dataplane prefetches its connection lookups.
             dp.process_burst(
