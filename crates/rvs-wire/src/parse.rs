@@ -844,7 +844,7 @@ pub(crate) fn map_slice_error(e: err::packet::SliceError) -> WireError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // Ethernet / 802.1Q (VLAN 100) / IPv4 / UDP 53 → 33000 with 4 bytes of payload.
@@ -940,8 +940,9 @@ mod tests {
         assert!(parse_ethernet(&f).is_err());
     }
 
-    /// Frames of the shapes the fast path serves, built with etherparse.
-    fn seeds() -> Vec<Vec<u8>> {
+    /// Frames of the shapes the fast path serves, built with etherparse: IPv4 TCP, UDP, echo;
+    /// IPv6 TCP, UDP, echo; two VLAN-tagged IPv4 UDP (`flow`'s tests use them too).
+    pub(crate) fn seeds() -> Vec<Vec<u8>> {
         use etherparse::PacketBuilder;
         let mac = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
         let v6a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
