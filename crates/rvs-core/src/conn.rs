@@ -585,6 +585,20 @@ struct Packed {
 }
 
 impl Packed {
+    /// The key of a fast-read frame: its bytes are already in this form.
+    #[inline(always)]
+    fn of_flow(f: &Flow) -> Packed {
+        Packed {
+            protocol: f.protocol,
+            src: f.src,
+            src6: f.v6,
+            sport: f.sport,
+            dst: f.dst,
+            dst6: f.v6,
+            dport: f.dport,
+        }
+    }
+
     #[inline]
     fn new(k: &FlowKey) -> Packed {
         let (src, src6) = pack(k.src);
@@ -1005,15 +1019,7 @@ impl ConnTable {
     /// same probe as of its flow key, built from the bytes without `IpAddr`s.
     #[inline(always)]
     pub fn probe_flow(&self, f: &Flow, hash: Option<u64>) -> Probe {
-        let key = Packed {
-            protocol: f.protocol,
-            src: f.src,
-            src6: f.v6,
-            sport: f.sport,
-            dst: f.dst,
-            dst6: f.v6,
-            dport: f.dport,
-        };
+        let key = Packed::of_flow(f);
         let hash = hash.unwrap_or_else(|| self.hasher.packed(&key));
         Probe { key, hash }
     }
@@ -1021,8 +1027,7 @@ impl ConnTable {
     /// [`ConnTable::key_hash`] of a fast-read frame's flow key.
     #[inline(always)]
     pub fn flow_hash(&self, f: &Flow) -> u64 {
-        self.hasher
-            .tuple(f.protocol, &f.src, f.v6, f.sport, &f.dst, f.v6, f.dport)
+        self.hasher.packed(&Packed::of_flow(f))
     }
 
     /// [`ConnTable::lookup_in`] of a probe.
