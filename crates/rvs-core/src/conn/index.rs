@@ -156,10 +156,11 @@ impl Index {
         None
     }
 
-    /// True when one more entry would pass the load limit (¾ of the slots): grow first.
+    /// True when one more entry, besides `pending` ones still to be inserted, would pass the
+    /// load limit (¾ of the slots): grow first.
     #[inline]
-    pub(super) fn needs_grow(&self) -> bool {
-        (self.len + 1) * 4 > self.buckets.len() * WAYS * 3
+    pub(super) fn needs_grow(&self, pending: usize) -> bool {
+        (self.len + pending + 1) * 4 > self.buckets.len() * WAYS * 3
     }
 
     /// Empty the index into `buckets` new buckets (a power of two) and return the old ones,
@@ -287,7 +288,7 @@ mod tests {
             if r % 3 != 0 || hashes.is_empty() {
                 // 256 home buckets at most, four tags (0 among them): long probes, tag collisions.
                 let h = (r & 0xff) | ((r >> 8) & 0x3) << 48;
-                if ix.needs_grow() {
+                if ix.needs_grow(0) {
                     grow(&mut ix, &hashes);
                 }
                 ix.insert(h, round);
