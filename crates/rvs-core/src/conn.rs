@@ -11,7 +11,7 @@
 //! - **in** — `caddr:cport → vaddr:vport` of every connection (client packets, all methods);
 //! - **out** — `daddr:dport → caddr:cport` of NAT connections only (what a dest's replies carry);
 //!   a new entry waits in a short queue, its bucket prefetched, before it goes in (see
-//!   [`PENDING_OUT`]); lookups search the queue too;
+//!   `PENDING_OUT`); lookups search the queue too;
 //! - **template** — persistence templates, a namespace of their own (a template's key may equal a
 //!   connection's).
 //!
