@@ -573,9 +573,32 @@ fn unpack(a: &[u8; 16], v6: bool) -> IpAddr {
 pub struct Probe {
     key: Packed,
     hash: u64,
+    /// A slab slot to try before the index ([`Probe::hinted`]); `NIL` = none.
+    hint: u32,
+}
+
+/// Where a burst's second stage saw a lookup's likely entry ([`ConnTable::prefetch_in_entries`]):
+/// the first slot of the home bucket with the key's tag, given to [`Probe::hinted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hint(u32);
+
+impl Hint {
+    /// No candidate.
+    pub const NONE: Hint = Hint(NIL);
 }
 
 impl Probe {
+    /// The probe with `hint` to try first: [`ConnTable::lookup_in_probe`] takes the hinted slot
+    /// when it holds a live connection with exactly this key, which the index would return too
+    /// (keys are unique among connections), and skips reading the index bucket again. A stale
+    /// hint only costs the index lookup it would have made anyway.
+    #[inline(always)]
+    #[must_use]
+    pub fn hinted(mut self, hint: Hint) -> Probe {
+        self.hint = hint.0;
+        self
+    }
+
     /// The key's hash (what [`ConnTable::key_hash`] returns for it).
     #[inline]
     pub fn hash(&self) -> u64 {
@@ -1029,7 +1052,11 @@ impl ConnTable {
     pub fn probe(&self, key: &FlowKey, hash: Option<u64>) -> Probe {
         let key = Packed::new(key);
         let hash = hash.unwrap_or_else(|| self.hasher.packed(&key));
-        Probe { key, hash }
+        Probe {
+            key,
+            hash,
+            hint: NIL,
+        }
     }
 
     /// [`ConnTable::probe`] of a frame the fast reader ([`rvs_wire::flow::read`]) accepted: the
@@ -1038,7 +1065,11 @@ impl ConnTable {
     pub fn probe_flow(&self, f: &Flow, hash: Option<u64>) -> Probe {
         let key = Packed::of_flow(f);
         let hash = hash.unwrap_or_else(|| self.hasher.packed(&key));
-        Probe { key, hash }
+        Probe {
+            key,
+            hash,
+            hint: NIL,
+        }
     }
 
     /// [`ConnTable::key_hash`] of a fast-read frame's flow key.
@@ -1047,9 +1078,16 @@ impl ConnTable {
         self.hasher.packed(&Packed::of_flow(f))
     }
 
-    /// [`ConnTable::lookup_in`] of a probe.
+    /// [`ConnTable::lookup_in`] of a probe (its hinted slot first, see [`Probe::hinted`]).
     #[inline(always)]
     pub fn lookup_in_probe(&self, p: &Probe) -> Option<ConnId> {
+        if let Some(e) = self.slab.get(p.hint as usize)
+            && e.is_live()
+            && !e.is_template()
+            && e.matches_in(&p.key, &self.addrs)
+        {
+            return make_id(p.hint, e.generation);
+        }
         self.lookup_in_packed(p.key, p.hash)
     }
 
@@ -1093,15 +1131,21 @@ impl ConnTable {
     }
 
     /// Second stage of a burst lookup: read the in-index bucket of `h` (prefetched by the
-    /// first stage) and start loading the entries its tag points to.
+    /// first stage) and start loading the entries its tag points to; returns the first of them
+    /// as a hint for the lookup ([`Probe::hinted`]).
     #[inline]
-    pub fn prefetch_in_entries(&self, h: u64) {
+    pub fn prefetch_in_entries(&self, h: u64) -> Hint {
         let slab = &self.slab;
+        let mut first = NIL;
         self.idx_in.home_candidates(h, |i| {
             if let Some(e) = slab.get(i as usize) {
                 prefetch_entry(e);
+                if first == NIL {
+                    first = i;
+                }
             }
         });
+        Hint(first)
     }
 
     /// Start loading the slot the next insert will take (a free slot is usually cold): for a
@@ -1146,14 +1190,28 @@ impl ConnTable {
     #[inline]
     pub fn hot(&self, id: ConnId) -> Option<Hot> {
         let e = self.slab.get(id.index as usize)?;
-        (e.generation == id.generation.get()).then(|| Hot {
+        (e.generation == id.generation.get()).then(|| self.hot_of(e))
+    }
+
+    /// [`ConnTable::lookup_in_probe`] and [`ConnTable::hot`] in one read of the entry, `None`
+    /// also when the entry's timer ran out (`expires <= now`).
+    #[inline(always)]
+    pub fn hit_in(&self, p: &Probe, now: Time) -> Option<(ConnId, Hot)> {
+        let id = self.lookup_in_probe(p)?;
+        let e = self.slab.get(id.index as usize)?;
+        (e.expires > now).then(|| (id, self.hot_of(e)))
+    }
+
+    #[inline(always)]
+    fn hot_of(&self, e: &Entry) -> Hot {
+        Hot {
             state: e.state,
             fwd: e.fwd(),
             dest: e.dest,
             daddr: self.addrs.ip(e.daddr),
             daddr_id: e.daddr,
             dport: e.dport,
-        })
+        }
     }
 
     /// The address an interned id ([`Hot::daddr_id`]) stands for (an unspecified IPv4 address
@@ -1834,6 +1892,49 @@ mod tests {
 
     fn ins(t: &mut ConnTable, c: Conn) -> ConnId {
         t.insert(c, T0).unwrap().0
+    }
+
+    /// A hint (`Probe::hinted`) is taken only for a live connection with exactly the probe's
+    /// key: a hint to a slot freed, reused by another key, or holding a template with the same
+    /// key falls back to the index and answers as an unhinted lookup does.
+    #[test]
+    fn hints_never_change_an_answer() {
+        let mut t = table(16, FullPolicy::Refuse);
+        let a = nat(1000, T0 + SEC);
+        let b = nat(1001, T0 + SEC);
+        let ia = ins(&mut t, a);
+        let probe = |t: &ConnTable, k: &FlowKey| t.probe(k, None);
+        let hint_of = |t: &ConnTable, k: &FlowKey| t.prefetch_in_entries(t.key_hash(k));
+        // The right hint.
+        let ha = hint_of(&t, &a.key);
+        assert_ne!(ha, Hint::NONE);
+        assert_eq!(t.lookup_in_probe(&probe(&t, &a.key).hinted(ha)), Some(ia));
+        // A's slot freed: its hint finds nothing, for A or for B.
+        t.remove(ia);
+        assert_eq!(t.lookup_in_probe(&probe(&t, &a.key).hinted(ha)), None);
+        assert_eq!(t.lookup_in_probe(&probe(&t, &b.key).hinted(ha)), None);
+        // The slot reused by B: A's stale hint does not find B for A; B is found either way.
+        let ib = ins(&mut t, b);
+        assert_eq!(ib.index(), ia.index(), "the freed slot is reused");
+        assert_eq!(t.lookup_in_probe(&probe(&t, &a.key).hinted(ha)), None);
+        assert_eq!(t.lookup_in_probe(&probe(&t, &b.key).hinted(ha)), Some(ib));
+        // A back in another slot: a hint to B's slot still finds A through the index.
+        let ia2 = ins(&mut t, a);
+        assert_eq!(t.lookup_in_probe(&probe(&t, &a.key).hinted(ha)), Some(ia2));
+        // A template with A's key is not a connection, even hinted.
+        t.remove(ia2);
+        t.remove(ib);
+        let mut tpl = a;
+        tpl.flags = ConnFlags::TEMPLATE;
+        tpl.state = ConnState::Template;
+        let it = ins(&mut t, tpl);
+        let ht = Hint(it.index());
+        assert_eq!(t.lookup_in_probe(&probe(&t, &a.key).hinted(ht)), None);
+        // A hint out of the slab is harmless.
+        assert_eq!(
+            t.lookup_in_probe(&probe(&t, &tpl.key).hinted(Hint(u32::MAX - 1))),
+            None
+        );
     }
 
     #[test]

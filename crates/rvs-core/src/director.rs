@@ -617,14 +617,13 @@ impl Director {
         self.live(id, now)
     }
 
-    /// The live connection of a client → VIP packet, with no side effect: `None` both when
-    /// there is none and when its timer ran out (which [`Director::conn_in_live_probe`] then
-    /// handles). For the dataplane's established fast path, which must leave every unusual
-    /// case to the full path untouched.
+    /// The live connection of a client → VIP packet and the fields a packet of it needs, with
+    /// no side effect: `None` both when there is none and when its timer ran out (which
+    /// [`Director::conn_in_live_probe`] then handles). For the dataplane's fast paths, which
+    /// must leave every unusual case to the full path untouched.
     #[inline(always)]
-    pub fn conn_in_hit(&self, p: &Probe, now: Time) -> Option<ConnId> {
-        let id = self.conns.lookup_in_probe(p)?;
-        (self.conns.expires(id)? > now).then_some(id)
+    pub fn conn_in_hit(&self, p: &Probe, now: Time) -> Option<(ConnId, Hot)> {
+        self.conns.hit_in(p, now)
     }
 
     /// [`Director::conn_out_live`] of a [`ConnTable::probe`].
@@ -995,18 +994,20 @@ impl Director {
         })
     }
 
-    /// [`Director::conn_packet_in`] for the dataplane's established fast path: the same
-    /// accounting, returning the entry's hot fields (their address as an interned id, which
-    /// moves cheaply) instead of a [`Forward`].
+    /// Account a client → VIP packet of a connection as [`Director::conn_packet_in`] does (state,
+    /// timer, counters), for a caller that has just read its fields `hot`
+    /// ([`Director::conn_in_hit`]) and found its dest live ([`Director::dest_is_live`]),
+    /// nothing having changed since: the entry is not read nor the dest checked again.
     #[inline(always)]
     pub fn conn_account_in(
         &mut self,
         id: ConnId,
+        hot: &Hot,
         tcp_flags: u8,
         bytes: usize,
         now: Time,
-    ) -> Result<Hot, ConnDrop> {
-        self.account_hot(id, None, tcp_flags, bytes, now)
+    ) {
+        self.account_live(id, hot, None, tcp_flags, bytes, now);
     }
 
     /// The interned address [`Hot::daddr_id`] names.
@@ -1027,15 +1028,30 @@ impl Director {
     ) -> Result<Hot, ConnDrop> {
         // The fields a packet needs, read in place (no decode of the whole entry).
         let c = self.conns.hot(id).ok_or(ConnDrop::Gone)?;
+        if !self.dest_is_live(DestId(c.dest)) {
+            self.counters.dest_unavailable += 1;
+            return Err(ConnDrop::DestUnavailable);
+        }
+        self.account_live(id, &c, dir, tcp_flags, bytes, now);
+        Ok(c)
+    }
+
+    /// [`Director::account_hot`] once the entry is read (`c`) and its dest found live.
+    #[inline(always)]
+    fn account_live(
+        &mut self,
+        id: ConnId,
+        c: &Hot,
+        dir: Option<Direction>,
+        tcp_flags: u8,
+        bytes: usize,
+        now: Time,
+    ) {
         let dir = dir.unwrap_or(match c.fwd {
             FwdMethod::Masq => Direction::Input,
             _ => Direction::InputOnly,
         });
         let did = DestId(c.dest);
-        if !self.dest_is_live(did) {
-            self.counters.dest_unavailable += 1;
-            return Err(ConnDrop::DestUnavailable);
-        }
         let old = c.state;
         let new = old.transition(dir, tcp_flags);
         let expires = now + self.timeouts.timeout(new);
@@ -1068,7 +1084,6 @@ impl Director {
                 svc.stats.inbound(bytes)
             }
         }
-        Ok(c)
     }
 
     /// Expire due connections and templates (bounded work per call) and reap trashed dests.

@@ -13,7 +13,7 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use rvs_core::conn::{ConnId, Probe};
+use rvs_core::conn::{ConnId, Hint, Probe};
 use rvs_core::director::{ConnDrop, DestId, Director, Forward, NewConnError, SvcId};
 use rvs_core::proto::Direction;
 use rvs_core::settings::{ExpiredReply, Settings};
@@ -241,7 +241,7 @@ impl Dataplane {
     pub fn process(&mut self, frame: &mut Frame, now: Time, extra: &mut Vec<Tx>) -> Verdict {
         let Some(f) = self.fast(frame, flow::read) else {
             if let Some(e) = self.fast(frame, flow::read_error)
-                && let Some(r) = self.fast_icmp_error(frame, &e, None, now)
+                && let Some(r) = self.fast_icmp_error(frame, &e, None, Hint::NONE, now)
             {
                 return match r {
                     Ok(hop) => Verdict::Transmit {
@@ -315,8 +315,7 @@ impl Dataplane {
         if f.ttl <= 1 || f.ip_len > self.cfg.mtu {
             return None;
         }
-        let cid = self.director.conn_in_hit(probe, now)?;
-        let hot = self.director.conn_hot(cid)?;
+        let (cid, hot) = self.director.conn_in_hit(probe, now)?;
         // (A NAT dest of the other family would make the full path's rewrite fail.)
         if hot.fwd == FwdMethod::Tunnel
             || (hot.fwd == FwdMethod::Masq && hot.daddr.is_ipv6() != f.v6)
@@ -325,10 +324,8 @@ impl Dataplane {
             return None;
         }
         // From here on the full path would account, decrement the TTL and rewrite: so do we.
-        let hot = self
-            .director
-            .conn_account_in(cid, f.tcp_flags, usize::from(f.ip_len), now)
-            .ok()?;
+        self.director
+            .conn_account_in(cid, &hot, f.tcp_flags, usize::from(f.ip_len), now);
         let data = frame.data_mut();
         xmit::decrement_ttl_flow(data, f);
         if hot.fwd == FwdMethod::Masq {

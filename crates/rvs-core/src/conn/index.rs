@@ -36,14 +36,34 @@ impl Bucket {
         over: 0,
     };
 
-    /// Bit `j` set when slot `j` has `tag` (the compiler turns this into one vector compare).
+    /// The slots holding `tag`, lowest first (the compiler turns the comparisons into one
+    /// vector compare).
     #[inline(always)]
-    fn matches(&self, tag: u16) -> u32 {
+    fn matches(&self, tag: u16) -> Lanes {
         let mut m = 0;
         for (j, &t) in self.tags.iter().enumerate() {
             m |= u32::from(t == tag) << j;
         }
-        m
+        Lanes(m)
+    }
+}
+
+/// The slots of a bucket that matched a tag, bit `j` for slot `j` (see [`Bucket::matches`]).
+#[derive(Clone, Copy)]
+struct Lanes(u32);
+
+impl Iterator for Lanes {
+    type Item = usize;
+
+    /// The next matching slot, lowest first.
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let j = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(j)
     }
 }
 
@@ -120,10 +140,7 @@ impl Index {
         let Some(b) = self.buckets.get(self.home(h)) else {
             return;
         };
-        let mut m = b.matches(tag_of(h));
-        while m != 0 {
-            let j = m.trailing_zeros() as usize;
-            m &= m - 1;
+        for j in b.matches(tag_of(h)) {
             if let Some(&s) = b.slots.get(j) {
                 f(s);
             }
@@ -138,10 +155,7 @@ impl Index {
         let mut b = self.home(h);
         for _ in 0..n {
             let bucket = self.buckets.get(b)?;
-            let mut m = bucket.matches(tag);
-            while m != 0 {
-                let j = m.trailing_zeros() as usize;
-                m &= m - 1;
+            for j in bucket.matches(tag) {
                 if let Some(&s) = bucket.slots.get(j)
                     && eq(s)
                 {
@@ -199,9 +213,7 @@ impl Index {
             let Some(bucket) = self.buckets.get_mut(b) else {
                 return;
             };
-            let free = bucket.matches(FREE);
-            if free != 0 {
-                let j = free.trailing_zeros() as usize;
+            if let Some(j) = bucket.matches(FREE).next() {
                 if let (Some(t), Some(s)) = (bucket.tags.get_mut(j), bucket.slots.get_mut(j)) {
                     *t = tag;
                     *s = i;
@@ -224,8 +236,9 @@ impl Index {
             let Some(bucket) = self.buckets.get_mut(b) else {
                 return false;
             };
-            let m = bucket.matches(tag);
-            let hit = (0..WAYS).find(|&j| m & (1 << j) != 0 && bucket.slots.get(j) == Some(&i));
+            let hit = bucket
+                .matches(tag)
+                .find(|&j| bucket.slots.get(j) == Some(&i));
             if let Some(j) = hit {
                 if let Some(t) = bucket.tags.get_mut(j) {
                     *t = FREE;
@@ -262,6 +275,42 @@ mod tests {
     fn bucket_is_one_line() {
         assert_eq!(core::mem::size_of::<Bucket>(), 64);
         assert_eq!(core::mem::align_of::<Bucket>(), 64);
+    }
+
+    /// `matches` finds exactly the slots a plain comparison finds, edge values (0, 1, 0x7fff,
+    /// 0x8000, 0xffff) included.
+    #[test]
+    fn matches_is_exact() {
+        let edges = [0u16, 1, 2, 0x7ffe, 0x7fff, 0x8000, 0x8001, 0xfffe, 0xffff];
+        let mut s = 0x9e37_79b9_u64;
+        for round in 0..20_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let mut b = Bucket::EMPTY;
+            for (j, t) in b.tags.iter_mut().enumerate() {
+                let r = (s >> (j * 8)) as usize;
+                *t = if round % 2 == 0 {
+                    edges[r % edges.len()]
+                } else {
+                    (s >> (j * 6)) as u16
+                };
+            }
+            let want =
+                |tag: u16| -> Vec<usize> { (0..WAYS).filter(|&j| b.tags[j] == tag).collect() };
+            for tag in edges
+                .iter()
+                .copied()
+                .chain([b.tags[(s % 8) as usize], s as u16])
+            {
+                assert_eq!(
+                    b.matches(tag).collect::<Vec<_>>(),
+                    want(tag),
+                    "{:?} {tag}",
+                    b.tags
+                );
+            }
+        }
     }
 
     fn grow(ix: &mut Index, hashes: &HashMap<u32, u64>) {

@@ -12,6 +12,7 @@
 
 use core::net::IpAddr;
 
+use rvs_core::conn::Hint;
 use rvs_core::settings::SmallMtuPolicy;
 use rvs_core::types::{FwdMethod, SEC, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error};
@@ -418,6 +419,7 @@ impl Dataplane {
         frame: &mut Frame,
         e: &ErrorFlow,
         hash: Option<u64>,
+        hint: Hint,
         now: Time,
     ) -> Option<Result<u32, Verdict>> {
         let f = &e.flow;
@@ -436,9 +438,8 @@ impl Dataplane {
                 return None;
             }
         }
-        let probe = self.director.conns().probe_flow(f, hash);
-        let cid = self.director.conn_in_hit(&probe, now)?;
-        let hot = self.director.conn_hot(cid)?;
+        let probe = self.director.conns().probe_flow(f, hash).hinted(hint);
+        let (_, hot) = self.director.conn_in_hit(&probe, now)?;
         if hot.fwd == FwdMethod::Tunnel
             || (hot.fwd == FwdMethod::Masq && hot.daddr.is_ipv6() != v6)
             || !self
