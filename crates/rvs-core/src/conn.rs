@@ -328,11 +328,15 @@ impl Entry {
 
     #[inline]
     fn fwd(&self) -> FwdMethod {
-        match self.meta >> META_FWD_SHIFT {
-            0 => FwdMethod::Masq,
-            2 => FwdMethod::Tunnel,
-            _ => FwdMethod::DirectRoute,
-        }
+        // A table, not a match: the match compiled to a compare-and-select chain on the hot
+        // path. Codes 0, 1, 2 as `insert` writes them; 3 is never written.
+        const FWD: [FwdMethod; 4] = [
+            FwdMethod::Masq,
+            FwdMethod::DirectRoute,
+            FwdMethod::Tunnel,
+            FwdMethod::DirectRoute,
+        ];
+        FWD[usize::from(self.meta >> META_FWD_SHIFT) & 3]
     }
 
     #[inline]
@@ -531,6 +535,14 @@ impl Addrs {
             + self.ids.allocation_size()
             + self.free.capacity() * 4
     }
+}
+
+/// Hint the CPU to start loading the cache line that holds the start of `r`; no effect on
+/// program state. For I/O loops that know which frames they hand over next (a poll loop
+/// prefetches the next burst's frames while the current one is processed).
+#[inline(always)]
+pub fn prefetch_line<T: ?Sized>(r: &T) {
+    prefetch((r as *const T).cast::<u8>());
 }
 
 /// Prefetch a slab entry (one cache line).
@@ -1060,15 +1072,16 @@ impl ConnTable {
     }
 
     /// [`ConnTable::probe`] of a frame the fast reader ([`rvs_wire::flow::read`]) accepted: the
-    /// same probe as of its flow key, built from the bytes without `IpAddr`s.
+    /// same probe as of its flow key, built from the bytes without `IpAddr`s, with `hint` (see
+    /// [`Probe::hinted`]; [`Hint::NONE`] for none).
     #[inline(always)]
-    pub fn probe_flow(&self, f: &Flow, hash: Option<u64>) -> Probe {
+    pub fn probe_flow(&self, f: &Flow, hash: Option<u64>, hint: Hint) -> Probe {
         let key = Packed::of_flow(f);
         let hash = hash.unwrap_or_else(|| self.hasher.packed(&key));
         Probe {
             key,
             hash,
-            hint: NIL,
+            hint: hint.0,
         }
     }
 

@@ -66,6 +66,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use etherparse::PacketBuilder;
 use rvs_core::SEC;
+use rvs_core::conn::prefetch_line;
 use rvs_core::director::{Director, EXPIRE_BUDGET};
 use rvs_core::rules::parse_rules;
 use rvs_core::settings::Settings;
@@ -417,7 +418,16 @@ impl Driver {
         now: u64,
         mode: Mode,
     ) -> Duration {
-        self.run_fill(dp, |i, f| f.set(get(i)), len, pos, count, now, mode)
+        self.run_fill_ahead(
+            dp,
+            |i, f| f.set(get(i)),
+            |i| prefetch_line(get(i)),
+            len,
+            pos,
+            count,
+            now,
+            mode,
+        )
     }
 
     /// [`Driver::run`] with each frame reset by `fill(i, frame)`.
@@ -425,7 +435,24 @@ impl Driver {
     fn run_fill(
         &mut self,
         dp: &mut Dataplane,
+        fill: impl FnMut(usize, &mut Frame),
+        len: usize,
+        pos: &mut usize,
+        count: u64,
+        now: u64,
+        mode: Mode,
+    ) -> Duration {
+        self.run_fill_ahead(dp, fill, |_| {}, len, pos, count, now, mode)
+    }
+
+    /// [`Driver::run_fill`], calling `ahead(i)` for the frames of the next burst (the next
+    /// frame, one at a time) before the current one is processed.
+    #[allow(clippy::too_many_arguments)]
+    fn run_fill_ahead(
+        &mut self,
+        dp: &mut Dataplane,
         mut fill: impl FnMut(usize, &mut Frame),
+        ahead: impl Fn(usize),
         len: usize,
         pos: &mut usize,
         count: u64,
@@ -438,6 +465,7 @@ impl Driver {
         match mode {
             Mode::One => {
                 for _ in 0..count {
+                    ahead((i + 1) & mask);
                     fill(i, &mut self.one);
                     black_box(dp.process(&mut self.one, now, &mut self.extra));
                     i = (i + 1) & mask;
@@ -450,6 +478,9 @@ impl Driver {
                     for f in &mut self.burst[..b] {
                         fill(i, f);
                         i = (i + 1) & mask;
+                    }
+                    for k in 0..b {
+                        ahead((i + k) & mask);
                     }
                     self.verdicts.clear();
                     dp.process_burst(

@@ -252,7 +252,7 @@ impl Dataplane {
             }
             return self.process_hashed(frame, None, now, extra);
         };
-        let probe = self.director.conns().probe_flow(&f, None);
+        let probe = self.director.conns().probe_flow(&f, None, Hint::NONE);
         match self.fast_in(frame, &f, &probe, now) {
             Some(hop) => Verdict::Transmit {
                 next_hop: self.director.interned_addr(hop),

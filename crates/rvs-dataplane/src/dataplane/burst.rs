@@ -105,7 +105,7 @@ impl Dataplane {
                 // stalled on store forwarding).
                 match p.kind {
                     Kind::Flow if let Some(flow) = &p.flow => {
-                        let probe = self.director.conns().probe_flow(flow, p.own).hinted(p.hint);
+                        let probe = self.director.conns().probe_flow(flow, p.own, p.hint);
                         if let Some(hop) = self.fast_in(f, flow, &probe, now) {
                             verdicts.push(Verdict::Transmit {
                                 next_hop: self.director.interned_addr(hop),
@@ -154,7 +154,14 @@ impl Dataplane {
     /// learned goes to `pre` (written in place: a returned `Pre` went through the stack).
     #[inline(always)]
     fn prefetch_buckets(&self, f: &Frame, pre: &mut Pre) {
-        let Some(flow) = self.fast(f, flow::read) else {
+        // Called directly, not through `Dataplane::fast`: handed over as a function, the reader
+        // stayed an out-of-line call here.
+        let flow = if self.fast_paths {
+            flow::read(f.data())
+        } else {
+            None
+        };
+        let Some(flow) = flow else {
             match self.fast(f, flow::read_error) {
                 Some(e) => {
                     let h = self.director.conns().flow_hash(&e.flow);

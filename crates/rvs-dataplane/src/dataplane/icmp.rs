@@ -438,7 +438,7 @@ impl Dataplane {
                 return None;
             }
         }
-        let probe = self.director.conns().probe_flow(f, hash).hinted(hint);
+        let probe = self.director.conns().probe_flow(f, hash, hint);
         let (_, hot) = self.director.conn_in_hit(&probe, now)?;
         if hot.fwd == FwdMethod::Tunnel
             || (hot.fwd == FwdMethod::Masq && hot.daddr.is_ipv6() != v6)
