@@ -195,6 +195,43 @@ pub enum IcmpNat {
     ToClient,
 }
 
+/// Write the first `alen` bytes of `new` (4 or 16) at `at`; the bytes they replace, zero-padded
+/// to 16, or `None` when out of `d`.
+#[inline(always)]
+fn swap_addr(d: &mut [u8], at: usize, new: &[u8; 16], alen: usize) -> Option<[u8; 16]> {
+    // Two fixed-size cases: a copy of a run known only at run time became calls to memset and
+    // memcpy.
+    if alen == 16 {
+        let field: &mut [u8; 16] = d.get_mut(at..at + 16)?.try_into().ok()?;
+        let old = *field;
+        *field = *new;
+        Some(old)
+    } else {
+        let field: &mut [u8; 4] = d.get_mut(at..at + 4)?.try_into().ok()?;
+        let [a, b, c, e] = *field;
+        let [w, x, y, z, ..] = *new;
+        *field = [w, x, y, z];
+        Some([a, b, c, e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    }
+}
+
+/// RFC 1624 update of `check` for an address change from `old` to `new` (the first 4 bytes
+/// for IPv4, all 16 for IPv6).
+#[inline(always)]
+fn addr_update(check: u16, v6: bool, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+    if v6 {
+        checksum::update_bytes(check, old, new)
+    } else {
+        let [a, b, c, d, ..] = *old;
+        let [e, f, g, h, ..] = *new;
+        checksum::update32(
+            check,
+            u32::from_be_bytes([a, b, c, d]),
+            u32::from_be_bytes([e, f, g, h]),
+        )
+    }
+}
+
 fn get16(d: &[u8], at: usize) -> Option<u16> {
     d.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
 }
@@ -257,80 +294,50 @@ pub fn nat_icmp_error_quoted(
     let Some(mut icmp_ck) = get16(data, l4 + 2) else {
         return false;
     };
-    // Outer header.
-    let (head, _) = data.split_at_mut(l4);
-    let old_outer = match addr {
+    let q0 = l4 + 8;
+    // The address that changes: in the outer header, and in the quoted one.
+    let (outer_at, qaddr_at) = match (v6, dir) {
+        (false, IcmpNat::ToDest) => (l3 + 16, q0 + 12),
+        (false, IcmpNat::ToClient) => (l3 + 12, q0 + 16),
+        (true, IcmpNat::ToDest) => (l3 + 24, q0 + 8),
+        (true, IcmpNat::ToClient) => (l3 + 8, q0 + 24),
+    };
+    let (new_bytes, alen) = match addr {
         IpAddr::V4(a) if !v6 => {
-            let Ok(mut p) = Ipv4Packet::new_checked(&mut head[l3..]) else {
-                return false;
-            };
-            IpAddr::V4(match dir {
-                IcmpNat::ToDest => p.set_dst_addr_update_checksum(a),
-                IcmpNat::ToClient => p.set_src_addr_update_checksum(a),
-            })
+            let [a0, a1, a2, a3] = a.octets();
+            ([a0, a1, a2, a3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 4)
         }
-        IpAddr::V6(a) if v6 => {
-            let Ok(mut p) = Ipv6Packet::new_checked(&mut head[l3..]) else {
-                return false;
-            };
-            let old = match dir {
-                IcmpNat::ToDest => p.dst_addr(),
-                IcmpNat::ToClient => p.src_addr(),
-            };
-            match dir {
-                IcmpNat::ToDest => p.set_dst_addr(a),
-                IcmpNat::ToClient => p.set_src_addr(a),
-            }
-            // The ICMPv6 checksum covers the outer addresses through its pseudo-header.
-            icmp_ck = checksum::update_addr(icmp_ck, IpAddr::V6(old), IpAddr::V6(a));
-            IpAddr::V6(old)
-        }
+        IpAddr::V6(a) if v6 => (a.octets(), 16),
         _ => return false,
     };
-    let _ = old_outer;
-    // Quoted address.
-    let q0 = l4 + 8;
-    let qaddr_at = match (v6, dir) {
-        (false, IcmpNat::ToDest) => q0 + 12,
-        (false, IcmpNat::ToClient) => q0 + 16,
-        (true, IcmpNat::ToDest) => q0 + 8,
-        (true, IcmpNat::ToClient) => q0 + 24,
-    };
-    let alen = if v6 { 16 } else { 4 };
-    let new_bytes: [u8; 16] = match addr {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            b
-        }
-        IpAddr::V6(a) => a.octets(),
-    };
-    let Some(old_slice) = data.get(qaddr_at..qaddr_at + alen) else {
+    if outer_at + alen > l4 {
+        return false;
+    }
+    // Outer header (written in place: the parsed offsets are known, and going through the
+    // checked packet views cost as much again as the rest of this function).
+    let Some(old_outer) = swap_addr(data, outer_at, &new_bytes, alen) else {
         return false;
     };
-    let mut old_bytes = [0u8; 16];
-    old_bytes[..alen].copy_from_slice(old_slice);
-    data[qaddr_at..qaddr_at + alen].copy_from_slice(&new_bytes[..alen]);
-    // The address change's update of a checksum: the 32-bit update for IPv4 (called directly:
-    // through the general byte-run update it stayed an out-of-line call, three per packet).
-    let [a, b, c, d, ..] = old_bytes;
-    let old4 = u32::from_be_bytes([a, b, c, d]);
-    let [a, b, c, d, ..] = new_bytes;
-    let new4 = u32::from_be_bytes([a, b, c, d]);
-    let addr_update = |ck: u16| {
-        if v6 {
-            checksum::update_bytes(ck, &old_bytes, &new_bytes)
-        } else {
-            checksum::update32(ck, old4, new4)
-        }
+    if v6 {
+        // The ICMPv6 checksum covers the outer addresses through its pseudo-header.
+        icmp_ck = addr_update(icmp_ck, v6, &old_outer, &new_bytes);
+    } else {
+        let Some(ck) = get16(data, l3 + 10) else {
+            return false;
+        };
+        put16(data, l3 + 10, addr_update(ck, v6, &old_outer, &new_bytes));
+    }
+    // Quoted address.
+    let Some(old_bytes) = swap_addr(data, qaddr_at, &new_bytes, alen) else {
+        return false;
     };
-    icmp_ck = addr_update(icmp_ck);
+    icmp_ck = addr_update(icmp_ck, v6, &old_bytes, &new_bytes);
     if !v6 {
         // The quoted IPv4 header checksum follows its address change.
         let Some(old_qck) = get16(data, q0 + 10) else {
             return false;
         };
-        let new_qck = addr_update(old_qck);
+        let new_qck = addr_update(old_qck, v6, &old_bytes, &new_bytes);
         put16(data, q0 + 10, new_qck);
         icmp_ck = checksum::update16(icmp_ck, old_qck, new_qck);
     }
@@ -358,7 +365,7 @@ pub fn nat_icmp_error_quoted(
         && let Some(old_l4) = get16(data, at)
         && !(qproto == 17 && old_l4 == 0)
     {
-        let mut c = addr_update(old_l4);
+        let mut c = addr_update(old_l4, v6, &old_bytes, &new_bytes);
         c = checksum::update16(c, old_port, port);
         if qproto == 17 {
             c = checksum::udp_nonzero(c);

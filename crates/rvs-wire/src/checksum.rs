@@ -154,7 +154,7 @@ pub fn update16(check: u16, old: u16, new: u16) -> u16 {
 }
 
 /// RFC 1624 incremental update for a 32-bit field (two adjacent 16-bit words, big-endian).
-#[inline]
+#[inline(always)]
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     let acc = u64::from(!check)
         + u64::from(!(old >> 16) as u16)
