@@ -562,10 +562,11 @@ fn make_id(index: u32, generation: u32) -> Option<ConnId> {
 #[inline]
 fn pack(a: IpAddr) -> ([u8; 16], bool) {
     match a {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            ([a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], false)
-        }
+        // Widened as an integer: the byte-by-byte array literal compiled to sixteen stores.
+        IpAddr::V4(v4) => (
+            u128::from(u32::from_le_bytes(v4.octets())).to_le_bytes(),
+            false,
+        ),
         IpAddr::V6(v6) => (v6.octets(), true),
     }
 }
@@ -891,6 +892,18 @@ impl ConnTable {
     /// A `NO_CPORT` connection is stored with cport 0. A `control` id that is stale is stored as
     /// `None`; a live one is pinned until this entry goes. `now` lets an empty wheel catch up.
     pub fn insert(&mut self, conn: Conn, now: Time) -> Result<(ConnId, Option<Conn>), InsertError> {
+        self.insert_hashed(conn, None, now)
+    }
+
+    /// [`ConnTable::insert`] with [`ConnTable::key_hash`] of `conn.key` when the caller has it
+    /// (a connection's packet was hashed for its lookup); ignored for a template or a
+    /// `NO_CPORT` connection, whose stored key differs.
+    pub fn insert_hashed(
+        &mut self,
+        conn: Conn,
+        hash: Option<u64>,
+        now: Time,
+    ) -> Result<(ConnId, Option<Conn>), InsertError> {
         let mut conn = conn;
         let template = conn.flags.contains(ConnFlags::TEMPLATE);
         let no_cport = !template && conn.flags.contains(ConnFlags::NO_CPORT);
@@ -898,7 +911,10 @@ impl ConnTable {
             conn.key.sport = 0;
         }
         let key = Packed::new(&conn.key);
-        let h = self.hasher.packed(&key);
+        let h = match hash {
+            Some(h) if !template && !no_cport => h,
+            _ => self.hasher.packed(&key),
+        };
         let which = if template { Which::Template } else { Which::In };
         if let Some(i) = self.find(which, h, &key) {
             return Err(InsertError::Exists(self.id_of(i).ok_or(InsertError::Full)?));

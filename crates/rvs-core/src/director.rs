@@ -523,18 +523,20 @@ impl Director {
     #[inline]
     pub fn find_service(&self, protocol: u8, vaddr: IpAddr, vport: u16) -> Option<SvcId> {
         let protocol = Protocol::from_number(protocol)?;
-        if !self.vips.contains_key(&vaddr) {
-            return None;
-        }
         let key = ServiceKey {
             protocol,
             addr: vaddr,
             port: vport,
         };
-        self.svc_index
-            .get(&key)
-            .or_else(|| self.svc_index.get(&ServiceKey { port: 0, ..key }))
-            .copied()
+        // The exact service first: a new connection to a service finds it in one lookup. Only
+        // a miss asks whether the address is a VIP at all before trying its port-0 service.
+        if let Some(&svc) = self.svc_index.get(&key) {
+            return Some(svc);
+        }
+        if !self.vips.contains_key(&vaddr) {
+            return None;
+        }
+        self.svc_index.get(&ServiceKey { port: 0, ..key }).copied()
     }
 
     /// Set a service's reply-policy overrides (kept across the service's deletion and
@@ -755,6 +757,18 @@ impl Director {
         key: &FlowKey,
         now: Time,
     ) -> Result<Forward, NewConnError> {
+        self.new_conn_hashed(svc_id, key, None, now)
+    }
+
+    /// [`Director::new_conn`] with the table's hash of `key` when the caller has it
+    /// ([`Probe::hash`]; any other value would index the connection where lookups miss it).
+    pub fn new_conn_hashed(
+        &mut self,
+        svc_id: SvcId,
+        key: &FlowKey,
+        hash: Option<u64>,
+        now: Time,
+    ) -> Result<Forward, NewConnError> {
         let svc = self.svc(svc_id).ok_or(NewConnError::NoDest)?;
         let persistence = svc.spec.persistence;
         let template_key = persistence.map(|_| FlowKey {
@@ -817,7 +831,7 @@ impl Director {
                         expires: now + Time::from(p) * SEC,
                         control: None,
                     };
-                    template = Some(self.insert(t, now)?);
+                    template = Some(self.insert(t, None, now)?);
                 }
                 (did, template)
             }
@@ -838,7 +852,7 @@ impl Director {
             // The template stays while it controls connections (the table pins it).
             control: template,
         };
-        let cid = self.insert(conn, now)?;
+        let cid = self.insert(conn, hash, now)?;
         if let (Some(tid), Some(p)) = (template, persistence) {
             // A new connection gives its template a whole persistence period again.
             let exp = now + Time::from(p) * SEC;
@@ -861,11 +875,11 @@ impl Director {
         })
     }
 
-    fn insert(&mut self, conn: Conn, now: Time) -> Result<ConnId, NewConnError> {
+    fn insert(&mut self, conn: Conn, hash: Option<u64>, now: Time) -> Result<ConnId, NewConnError> {
         let template = conn.flags.contains(ConnFlags::TEMPLATE);
         let did = DestId(conn.dest);
         let state = conn.state;
-        match self.conns.insert(conn, now) {
+        match self.conns.insert_hashed(conn, hash, now) {
             Ok((id, evicted)) => {
                 if let Some(e) = evicted {
                     self.counters.evicted += 1;

@@ -954,7 +954,8 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-/// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`):
+/// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`;
+/// WHAT is `established`, `reply`, `icmp`, `syn` or `lookup`):
 /// no criterion, just COUNT frames of one benchmark after its setup, the time per frame printed
 /// — a fixed amount of work to run under `perf stat` (instructions and cycles per packet).
 fn probe(spec: &str) {
@@ -1063,7 +1064,23 @@ fn probe(spec: &str) {
             assert_eq!(found as u64, count / BURST as u64 * BURST as u64);
             clock() - start
         }
-        _ => panic!("WHAT: established, reply, icmp or lookup"),
+        "syn" => {
+            // The SYN path as the `syn` benchmarks run it (batches expired untimed).
+            let syns = syn_pool(&mut rng);
+            let k = (n / 10).clamp(100, 65_536);
+            let mut s = dp.settings().clone();
+            s.conn_tab_max = n + k;
+            dp.director_mut().set_settings(s);
+            let mut st = SynState {
+                now: NOW,
+                pos: 0,
+                expiry: Duration::ZERO,
+                expired: 0,
+                refreshed: T0,
+            };
+            syn_loop(&mut dp, &mut drv, &syns, n, k, &mut st, count, mode)
+        }
+        _ => panic!("WHAT: established, reply, icmp, syn or lookup"),
     };
     eprintln!(
         "probe {spec}: {:.1} ns per frame",

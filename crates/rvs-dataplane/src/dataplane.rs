@@ -493,7 +493,7 @@ impl Dataplane {
         let Some(svc) = self.director.find_service(ip.protocol, ip.dst, key.dport) else {
             return self.local();
         };
-        match self.admit(frame, ip, svc, &key, flags, now) {
+        match self.admit(frame, ip, svc, &key, Some(probe.hash()), flags, now) {
             Ok(cid) => self.forward_in(frame, ip, cid, flags, len, now, extra),
             Err(v) => v,
         }
@@ -502,12 +502,14 @@ impl Dataplane {
     /// A packet for service `svc` that has no connection: schedule a new one (a TCP SYN
     /// without RST, or any UDP datagram) or answer it by the service's policy. `Err` is the
     /// verdict when no connection was made.
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         frame: &mut Frame,
         ip: &IpInfo,
         svc: SvcId,
         key: &FlowKey,
+        hash: Option<u64>,
         flags: u8,
         now: Time,
     ) -> Result<ConnId, Verdict> {
@@ -521,7 +523,7 @@ impl Dataplane {
         if let Some(v) = self.ttl_check(frame, ip) {
             return Err(v);
         }
-        match self.director.new_conn(svc, key, now) {
+        match self.director.new_conn_hashed(svc, key, hash, now) {
             Ok(f) => Ok(f.conn),
             Err(NewConnError::NoDest) => {
                 let policy = self.director.nodest_reply(svc);
@@ -1087,7 +1089,7 @@ impl Dataplane {
                             Transport::Tcp { flags, .. } => flags,
                             _ => 0,
                         };
-                        match self.admit(frame, ip, svc, &key, flags, now) {
+                        match self.admit(frame, ip, svc, &key, None, flags, now) {
                             Ok(cid) => cid,
                             Err(v) => return v,
                         }
