@@ -147,7 +147,7 @@ fn to_v6(a: IpAddr) -> Ipv6Addr {
 ///
 /// `HC' = ~(~HC + ~m + m')`. Unlike eqn. 2 this never yields the "negative zero" problem of RFC
 /// 1141: for any checksum that was computed over non-zero data the result equals a full recompute.
-#[inline]
+#[inline(always)]
 pub fn update16(check: u16, old: u16, new: u16) -> u16 {
     let acc = u64::from(!check) + u64::from(!old) + u64::from(new);
     !fold(acc)
