@@ -119,6 +119,12 @@ impl ConnId {
 /// the insert had been immediate.
 const PENDING_OUT: usize = 16;
 
+/// The bit of [`ConnTable`]'s `pending_bits` for hash `h`.
+#[inline(always)]
+const fn pending_bit(h: u64) -> u64 {
+    1 << (h >> 58)
+}
+
 /// What an insert into a full table does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FullPolicy {
@@ -782,6 +788,9 @@ pub struct ConnTable {
     pending_out: [(u64, u32); PENDING_OUT],
     /// How many of `pending_out` are in use.
     n_pending: usize,
+    /// Bit `h >> 58` set for the hash `h` of every queued entry (and perhaps of some removed
+    /// since the last flush): an out lookup skips the queue when its bit is clear.
+    pending_bits: u64,
     idx_tpl: Index,
     /// Live NO_CPORT connections (enables the cport-0 fallback lookup).
     no_cport: usize,
@@ -824,6 +833,7 @@ impl ConnTable {
             idx_out: Index::new(),
             pending_out: [(0, NIL); PENDING_OUT],
             n_pending: 0,
+            pending_bits: 0,
             idx_tpl: Index::new(),
             no_cport: 0,
             heads: Vec::new(),
@@ -1486,6 +1496,9 @@ impl ConnTable {
                         .is_some_and(|e| e.matches_out(k, addrs))
                 };
                 self.idx_out.find(h, eq).or_else(|| {
+                    if self.pending_bits & pending_bit(h) == 0 {
+                        return None;
+                    }
                     self.pending_out
                         .get(..self.n_pending)?
                         .iter()
@@ -1591,12 +1604,14 @@ impl ConnTable {
         if let Some(p) = self.pending_out.get_mut(self.n_pending) {
             *p = (h, i);
             self.n_pending += 1;
+            self.pending_bits |= pending_bit(h);
         }
     }
 
     /// Insert every pending NAT entry into the out index, oldest first.
     fn flush_out(&mut self) {
         let n = core::mem::take(&mut self.n_pending);
+        self.pending_bits = 0;
         for &(h, i) in self.pending_out.get(..n).unwrap_or(&[]) {
             self.idx_out.insert(h, i);
         }
