@@ -516,6 +516,23 @@ struct SynState {
     refreshed: u64,
 }
 
+/// Ready a dataplane holding `n` connections for the SYN path: the batch size K (N/10,
+/// clamped to 100..65 536), the table's maximum raised to hold a batch on top, and the state.
+fn syn_setup(dp: &mut Dataplane, n: usize) -> (usize, SynState) {
+    let k = (n / 10).clamp(100, 65_536);
+    let mut s = dp.settings().clone();
+    s.conn_tab_max = n + k;
+    dp.director_mut().set_settings(s);
+    let st = SynState {
+        now: NOW,
+        pos: 0,
+        expiry: Duration::ZERO,
+        expired: 0,
+        refreshed: T0,
+    };
+    (k, st)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn syn_loop(
     dp: &mut Dataplane,
@@ -718,17 +735,7 @@ fn bench_size(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng, syns: &Fra
             if big {
                 g.sample_size(20);
             }
-            let k = (n / 10).clamp(100, 65_536);
-            let mut s = dp.settings().clone();
-            s.conn_tab_max = n + k;
-            dp.director_mut().set_settings(s);
-            let mut st = SynState {
-                now: NOW,
-                pos: 0,
-                expiry: Duration::ZERO,
-                expired: 0,
-                refreshed: T0,
-            };
+            let (k, mut st) = syn_setup(&mut dp, n);
             for mode in modes() {
                 g.bench_function(BenchmarkId::new(mode.name("syn"), name), |b| {
                     b.iter_custom(|iters| {
@@ -1071,17 +1078,7 @@ fn probe(spec: &str) {
         "syn" => {
             // The SYN path as the `syn` benchmarks run it (batches expired untimed).
             let syns = syn_pool(&mut rng);
-            let k = (n / 10).clamp(100, 65_536);
-            let mut s = dp.settings().clone();
-            s.conn_tab_max = n + k;
-            dp.director_mut().set_settings(s);
-            let mut st = SynState {
-                now: NOW,
-                pos: 0,
-                expiry: Duration::ZERO,
-                expired: 0,
-                refreshed: T0,
-            };
+            let (k, mut st) = syn_setup(&mut dp, n);
             syn_loop(&mut dp, &mut drv, &syns, n, k, &mut st, count, mode)
         }
         _ => panic!("WHAT: established, reply, icmp, syn or lookup"),
