@@ -422,7 +422,7 @@ impl Driver {
         now: u64,
         mode: Mode,
     ) -> Duration {
-        self.run_fill_ahead(
+        self.run_fill(
             dp,
             |i, f| f.set(get(i)),
             |i| prefetch_line(get(i)),
@@ -434,25 +434,11 @@ impl Driver {
         )
     }
 
-    /// [`Driver::run`] with each frame reset by `fill(i, frame)`.
+    /// [`Driver::run`] with each frame reset by `fill(i, frame)`, calling `ahead(i)` for the
+    /// frames of the next burst (the next frame, one at a time) before the current one is
+    /// processed.
     #[allow(clippy::too_many_arguments)]
     fn run_fill(
-        &mut self,
-        dp: &mut Dataplane,
-        fill: impl FnMut(usize, &mut Frame),
-        len: usize,
-        pos: &mut usize,
-        count: u64,
-        now: u64,
-        mode: Mode,
-    ) -> Duration {
-        self.run_fill_ahead(dp, fill, |_| {}, len, pos, count, now, mode)
-    }
-
-    /// [`Driver::run_fill`], calling `ahead(i)` for the frames of the next burst (the next
-    /// frame, one at a time) before the current one is processed.
-    #[allow(clippy::too_many_arguments)]
-    fn run_fill_ahead(
         &mut self,
         dp: &mut Dataplane,
         mut fill: impl FnMut(usize, &mut Frame),
@@ -913,7 +899,16 @@ fn bench_icmp(
         let id = BenchmarkId::new(mode.name("error_forwarded_warm"), name);
         g.bench_function(id, |b| {
             b.iter_custom(|iters| {
-                drv.run_fill(dp, &mut warm, ICMP_DRAWS, &mut pos, iters, NOW, mode)
+                drv.run_fill(
+                    dp,
+                    &mut warm,
+                    |_| {},
+                    ICMP_DRAWS,
+                    &mut pos,
+                    iters,
+                    NOW,
+                    mode,
+                )
             })
         });
     }
