@@ -112,14 +112,14 @@ pub fn nat_rewrite(data: &mut [u8], ip: &IpInfo, side: NatSide, addr: IpAddr, po
     }
     let v6 = !ip.is_ipv4();
     let dst = side == NatSide::Destination;
-    let (addr_at, new_bytes, alen) = match addr {
-        IpAddr::V4(a) if !v6 => {
-            let [a0, a1, a2, a3] = a.octets();
-            let b = [a0, a1, a2, a3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            (l3 + if dst { 16 } else { 12 }, b, 4)
-        }
-        IpAddr::V6(a) if v6 => (l3 + if dst { 24 } else { 8 }, a.octets(), 16),
-        _ => return false,
+    let Some((new_bytes, alen)) = addr_field(addr, v6) else {
+        return false;
+    };
+    let addr_at = match (v6, dst) {
+        (false, true) => l3 + 16,
+        (false, false) => l3 + 12,
+        (true, true) => l3 + 24,
+        (true, false) => l3 + 8,
     };
     if addr_at + alen > l4 {
         return false;
@@ -201,6 +201,17 @@ pub enum IcmpNat {
     /// From the dest side to the client: outer source → VIP, quoted destination
     /// RIP:rport → VIP:vport (the quote is what the dest received from the client).
     ToClient,
+}
+
+/// `addr` as an address field of a packet of family `v6`: its bytes zero-padded to 16 and its
+/// length (4 or 16); `None` when the families differ.
+#[inline(always)]
+fn addr_field(addr: IpAddr, v6: bool) -> Option<([u8; 16], usize)> {
+    match addr {
+        IpAddr::V4(a) if !v6 => Some((u128::from(u32::from_le_bytes(a.octets())).to_le_bytes(), 4)),
+        IpAddr::V6(a) if v6 => Some((a.octets(), 16)),
+        _ => None,
+    }
 }
 
 /// Write the first `alen` bytes of `new` (4 or 16) at `at`; the bytes they replace, zero-padded
@@ -310,13 +321,8 @@ pub fn nat_icmp_error_quoted(
         (true, IcmpNat::ToDest) => (l3 + 24, q0 + 8),
         (true, IcmpNat::ToClient) => (l3 + 8, q0 + 24),
     };
-    let (new_bytes, alen) = match addr {
-        IpAddr::V4(a) if !v6 => {
-            let [a0, a1, a2, a3] = a.octets();
-            ([a0, a1, a2, a3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 4)
-        }
-        IpAddr::V6(a) if v6 => (a.octets(), 16),
-        _ => return false,
+    let Some((new_bytes, alen)) = addr_field(addr, v6) else {
+        return false;
     };
     if outer_at + alen > l4 {
         return false;
