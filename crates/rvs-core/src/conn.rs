@@ -789,7 +789,7 @@ pub struct ConnTable {
     /// How many of `pending_out` are in use.
     n_pending: usize,
     /// Bit `h >> 58` set for the hash `h` of every queued entry (and perhaps of some removed
-    /// since the last flush): an out lookup skips the queue when its bit is clear.
+    /// since the last flush): an out lookup or a removal skips the queue when its bit is clear.
     pending_bits: u64,
     idx_tpl: Index,
     /// Live NO_CPORT connections (enables the cport-0 fallback lookup).
@@ -1570,6 +1570,7 @@ impl ConnTable {
 
     fn index_remove(&mut self, which: Which, h: u64, i: u32) {
         if which == Which::Out
+            && self.pending_bits & pending_bit(h) != 0
             && let Some(at) = self
                 .pending_out
                 .get(..self.n_pending)
