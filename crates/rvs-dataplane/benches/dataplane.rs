@@ -67,7 +67,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use etherparse::PacketBuilder;
 use rvs_core::SEC;
 use rvs_core::conn::prefetch_line;
@@ -841,17 +842,12 @@ fn bench_icmp(
     if method == Method::Dr {
         // The reset of the frame from its pre-built bytes alone (590 bytes from a 38 MB set
         // that no cache holds): what every ICMP iteration pays besides the dataplane.
-        let mut f = Frame::with_capacity(2048);
-        let mut i = 0;
-        g.bench_function(BenchmarkId::new("copy_only", name), |b| {
-            b.iter_custom(|iters| {
-                timed(iters, || {
-                    f.set(&errors[i]);
-                    i = (i + 1) & (ICMP_DRAWS - 1);
-                    black_box(f.data().as_ptr());
-                })
-            })
-        });
+        bench_reset(
+            &mut g,
+            BenchmarkId::new("copy_only", name),
+            |i, f| f.set(&errors[i]),
+            ICMP_DRAWS,
+        );
     }
     for mode in modes() {
         let mut pos = 0;
@@ -882,17 +878,12 @@ fn bench_icmp(
         f.set(&scratch);
     };
     if method == Method::Dr {
-        let mut f = Frame::with_capacity(2048);
-        let mut i = 0;
-        g.bench_function(BenchmarkId::new("copy_only_warm", name), |b| {
-            b.iter_custom(|iters| {
-                timed(iters, || {
-                    warm(i, &mut f);
-                    i = (i + 1) & (ICMP_DRAWS - 1);
-                    black_box(f.data().as_ptr());
-                })
-            })
-        });
+        bench_reset(
+            &mut g,
+            BenchmarkId::new("copy_only_warm", name),
+            &mut warm,
+            ICMP_DRAWS,
+        );
     }
     for mode in modes() {
         let mut pos = 0;
@@ -934,6 +925,27 @@ fn bench_icmp(
     g.finish();
 }
 
+/// A benchmark of the frame reset alone: `fill(i, frame)` for i = 0, 1, … (wrapping at `len`,
+/// a power of two), what every loop pays besides the dataplane.
+fn bench_reset(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    mut fill: impl FnMut(usize, &mut Frame),
+    len: usize,
+) {
+    let mut f = Frame::with_capacity(2048);
+    let mut i = 0;
+    g.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            timed(iters, || {
+                fill(i, &mut f);
+                i = (i + 1) & (len - 1);
+                black_box(f.data().as_ptr());
+            })
+        })
+    });
+}
+
 fn benches(c: &mut Criterion) {
     let mut rng = Rng(0x5eed);
     let syns = syn_pool(&mut rng);
@@ -942,17 +954,12 @@ fn benches(c: &mut Criterion) {
         let frames = established_draws(1000, &mut rng).0;
         let mut g = c.benchmark_group("dataplane/copy_only");
         g.throughput(Throughput::Elements(1));
-        let mut f = Frame::with_capacity(2048);
-        let mut i = 0;
-        g.bench_function("frame_set_54B", |b| {
-            b.iter_custom(|iters| {
-                timed(iters, || {
-                    f.set(frames.get(i));
-                    i = (i + 1) & (DRAWS - 1);
-                    black_box(f.data().as_ptr());
-                })
-            })
-        });
+        bench_reset(
+            &mut g,
+            BenchmarkId::from_parameter("frame_set_54B"),
+            |i, f| f.set(frames.get(i)),
+            DRAWS,
+        );
         g.finish();
     }
     for (name, n) in sizes() {
