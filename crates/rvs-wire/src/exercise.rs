@@ -16,6 +16,21 @@ use crate::parse::{self, Net, ParsedFrame, Transport, ethertype};
 use crate::quote;
 use crate::rewrite::{IcmpPacket, Ipv4Packet, Ipv6Packet, L4Kind, L4Packet};
 
+/// A fast reader (`reader`) read `ip`: the full parse `full` must have read the same IP packet,
+/// in a frame without a VLAN tag.
+fn assert_full_parse_agrees(full: Option<&ParsedFrame>, ip: &parse::IpInfo, reader: &str) {
+    assert_eq!(
+        full.and_then(|p| p.vlan),
+        None,
+        "{reader} accepted a tagged frame"
+    );
+    assert_eq!(
+        full.and_then(|p| p.ip()),
+        Some(ip),
+        "{reader} disagrees with the full parse (outer packet)"
+    );
+}
+
 /// Run every parser, view and builder over `data`, asserting the packet layer's invariants.
 pub fn exercise(data: &[u8]) {
     // Frame parse, fast path against the etherparse reference.
@@ -30,31 +45,11 @@ pub fn exercise(data: &[u8]) {
     }
     // The forwarding fast path's reader answers only where the full parse agrees.
     if let Some(f) = crate::flow::read(data) {
-        let full = eth.as_ref().ok();
-        assert_eq!(
-            full.and_then(|p| p.vlan),
-            None,
-            "flow reader accepted a tagged frame"
-        );
-        assert_eq!(
-            full.and_then(|p| p.ip()),
-            Some(&f.ip_info()),
-            "flow reader disagrees with the full parse"
-        );
+        assert_full_parse_agrees(eth.as_ref().ok(), &f.ip_info(), "flow reader");
     }
     if let Some(e) = crate::flow::read_error(data) {
-        let full = eth.as_ref().ok();
-        assert_eq!(
-            full.and_then(|p| p.vlan),
-            None,
-            "error reader accepted a tagged frame"
-        );
         let ip = e.ip_info();
-        assert_eq!(
-            full.and_then(|p| p.ip()),
-            Some(&ip),
-            "error reader: outer packet"
-        );
+        assert_full_parse_agrees(eth.as_ref().ok(), &ip, "error reader");
         let msg = data.get(ip.l4_offset..ip.end()).unwrap_or(&[]);
         let q = if e.flow.v6 {
             quote::read_icmpv6_error(msg)
