@@ -36,19 +36,51 @@ impl Bucket {
         over: 0,
     };
 
-    /// The slots holding `tag`, lowest first (the compiler turns the comparisons into one
-    /// vector compare).
+    /// The slots holding `tag`, lowest first.
+    ///
+    /// On x86_64 one SSE2 compare of the eight tags (SSE2 is part of the baseline, so these
+    /// intrinsics are safe to call): the loop below was vectorised where lookups inline it
+    /// but stayed eight scalar compares in the insert and removal paths (callgrind: ~230
+    /// instructions per NAT SYN on this line).
     #[inline(always)]
     fn matches(&self, tag: u16) -> Lanes {
-        let mut m = 0;
-        for (j, &t) in self.tags.iter().enumerate() {
-            m |= u32::from(t == tag) << j;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let [a, b, c, d, e, f, g, h] = self.tags.map(u64::from);
+            let lo = a | b << 16 | c << 32 | d << 48;
+            let hi = e | f << 16 | g << 32 | h << 48;
+            // SAFETY: SSE2 is part of the x86_64 baseline: the target feature is always present.
+            #[allow(unsafe_code)]
+            let m = unsafe { eq16x8(lo, hi, tag) };
+            Lanes(m)
         }
-        Lanes(m)
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let mut m = 0;
+            for (j, &t) in self.tags.iter().enumerate() {
+                m |= u32::from(t == tag) << (2 * j);
+            }
+            Lanes(m)
+        }
     }
 }
 
-/// The slots of a bucket that matched a tag, bit `j` for slot `j` (see [`Bucket::matches`]).
+/// Bit `2j` set for each 16-bit lane `j` of `lo` (lanes 0–3) and `hi` (4–7) that equals
+/// `tag`: one SSE2 compare.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn eq16x8(lo: u64, hi: u64, tag: u16) -> u32 {
+    use core::arch::x86_64::{_mm_cmpeq_epi16, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi16};
+    let eq = _mm_cmpeq_epi16(
+        _mm_set_epi64x(hi as i64, lo as i64),
+        _mm_set1_epi16(tag as i16),
+    );
+    // Two mask bits per 16-bit lane: keep the low one.
+    _mm_movemask_epi8(eq) as u32 & 0x5555
+}
+
+/// The slots of a bucket that matched a tag, bit `2j` for slot `j` (see [`Bucket::matches`]).
 #[derive(Clone, Copy)]
 struct Lanes(u32);
 
@@ -61,7 +93,7 @@ impl Iterator for Lanes {
         if self.0 == 0 {
             return None;
         }
-        let j = self.0.trailing_zeros() as usize;
+        let j = (self.0.trailing_zeros() / 2) as usize;
         self.0 &= self.0 - 1;
         Some(j)
     }
