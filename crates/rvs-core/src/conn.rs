@@ -1162,6 +1162,13 @@ impl ConnTable {
         self.idx_in.prefetch(h);
     }
 
+    /// False while no NAT connection was ever made: the out index is empty, and a packet need
+    /// not ask whether it might be a reply.
+    #[inline(always)]
+    pub fn has_out_index(&self) -> bool {
+        self.idx_out.allocation_size() != 0
+    }
+
     /// First stage of a burst lookup: start loading the out-index bucket of hash `h` (nothing
     /// when no NAT connection exists).
     #[inline]

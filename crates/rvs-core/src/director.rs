@@ -171,12 +171,33 @@ pub struct Director {
     services: Vec<Option<Service>>,
     svc_index: HashMap<ServiceKey, SvcId>,
     vips: HashMap<IpAddr, u32>,
+    /// A 256-bit filter of the VIPs (bit [`vip_bit`] of each): [`Director::maybe_vip`].
+    vip_filter: [u64; 4],
     dests: Vec<DestSlot>,
     free_dests: Vec<u32>,
     conns: ConnTable,
     counters: DirectorCounters,
     scratch: Vec<Conn>,
     policies: HashMap<ServiceKey, ServicePolicy>,
+}
+
+/// The bit of [`Director::maybe_vip`]'s filter that stands for an address (0..256).
+#[inline(always)]
+fn vip_bit(addr: &[u8; 16], v6: bool) -> usize {
+    let x = u128::from_le_bytes(*addr);
+    let (lo, hi) = (x as u64, (x >> 64) as u64);
+    ((lo ^ hi.rotate_left(32) ^ u64::from(v6)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+}
+
+/// An address as [`rvs_wire::flow::Flow`] holds it: IPv4 in the first four bytes, zeros after.
+fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
 /// Most expired entries handled per [`Director::expire`] call, so one call's work is bounded.
@@ -211,6 +232,7 @@ impl Director {
             services: Vec::new(),
             svc_index: HashMap::new(),
             vips: HashMap::new(),
+            vip_filter: [0; 4],
             dests: Vec::new(),
             free_dests: Vec::new(),
             conns,
@@ -298,6 +320,7 @@ impl Director {
         };
         self.svc_index.insert(spec.key, id);
         *self.vips.entry(spec.key.addr).or_default() += 1;
+        self.refresh_vip_filter();
         Ok(())
     }
 
@@ -335,6 +358,7 @@ impl Director {
                 self.vips.remove(&key.addr);
             }
         }
+        self.refresh_vip_filter();
         if let Some(slot) = self.services.get_mut(id.0 as usize) {
             *slot = None;
         }
@@ -502,6 +526,36 @@ impl Director {
 
     fn svc_mut(&mut self, id: SvcId) -> Option<&mut Service> {
         self.services.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    /// Rebuild [`Director::maybe_vip`]'s filter from the VIPs.
+    fn refresh_vip_filter(&mut self) {
+        let mut f = [0u64; 4];
+        for a in self.vips.keys() {
+            let b = vip_bit(&addr_bytes(*a), a.is_ipv6());
+            if let Some(w) = f.get_mut(b / 64) {
+                *w |= 1 << (b % 64);
+            }
+        }
+        self.vip_filter = f;
+    }
+
+    /// False when `addr` (IPv4 in the first four bytes and zeros after, as
+    /// [`rvs_wire::flow::Flow`] holds it) is certainly not a VIP; true when it may be one. A
+    /// 256-bit filter: it answers without a hash-map lookup, so the per-packet path can tell a
+    /// packet to a VIP (never a NAT dest's reply) from one that might be a reply.
+    #[inline(always)]
+    pub fn maybe_vip(&self, addr: &[u8; 16], v6: bool) -> bool {
+        let b = vip_bit(addr, v6);
+        self.vip_filter
+            .get(b / 64)
+            .is_some_and(|w| w & (1 << (b % 64)) != 0)
+    }
+
+    /// [`Director::maybe_vip`] of an [`IpAddr`].
+    #[inline]
+    pub fn maybe_vip_ip(&self, addr: IpAddr) -> bool {
+        self.maybe_vip(&addr_bytes(addr), addr.is_ipv6())
     }
 
     /// True when some service uses `addr` as its virtual address.
@@ -1193,5 +1247,100 @@ impl Director {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::rules::parse_line;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn add(d: &mut Director, vip: IpAddr, port: u16) {
+        let line = format!("-A -t {} -s rr", std::net::SocketAddr::new(vip, port));
+        d.apply(&parse_line(&line).unwrap().unwrap(), 0).unwrap();
+    }
+
+    fn del(d: &mut Director, vip: IpAddr, port: u16) {
+        let line = format!("-D -t {}", std::net::SocketAddr::new(vip, port));
+        d.apply(&parse_line(&line).unwrap().unwrap(), 0).unwrap();
+    }
+
+    /// Pseudo-random addresses of both families (xorshift; documentation ranges not needed:
+    /// nothing is sent).
+    fn addrs(n: usize, seed: u64) -> Vec<IpAddr> {
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                if i % 2 == 0 {
+                    IpAddr::V4(Ipv4Addr::from(s as u32))
+                } else {
+                    IpAddr::V6(Ipv6Addr::from(u128::from(s) << 64 | u128::from(s >> 7)))
+                }
+            })
+            .collect()
+    }
+
+    /// The VIP filter never says "no" for a VIP, with services added and removed in any
+    /// order, and says "no" for almost every other address (it is not all ones).
+    #[test]
+    fn vip_filter_covers_every_vip_and_little_else() {
+        let mut d = Director::new(Settings::default());
+        let vips = addrs(40, 0x5eed);
+        for (i, &v) in vips.iter().enumerate() {
+            add(&mut d, v, 80);
+            if i % 3 == 0 {
+                add(&mut d, v, 443);
+            }
+        }
+        assert!(
+            vips.iter().all(|&v| d.maybe_vip_ip(v)),
+            "a VIP filtered out"
+        );
+        // Remove every other VIP (both services where there are two), and one of the two
+        // services of some others.
+        for (i, &v) in vips.iter().enumerate() {
+            if i % 2 == 0 {
+                del(&mut d, v, 80);
+                if i % 3 == 0 {
+                    del(&mut d, v, 443);
+                }
+            } else if i % 3 == 0 {
+                del(&mut d, v, 80);
+            }
+        }
+        for (i, &v) in vips.iter().enumerate() {
+            assert_eq!(d.is_vip(v), i % 2 == 1, "{v}");
+            if d.is_vip(v) {
+                assert!(d.maybe_vip_ip(v), "VIP {v} filtered out");
+                assert!(d.maybe_vip(&addr_bytes(v), v.is_ipv6()), "{v}");
+            }
+        }
+        // 20 VIPs in 256 bits: expect ~8 % false positives; all ones would be 100 %.
+        let others = addrs(4000, 0xfeed);
+        let yes = others.iter().filter(|&&a| d.maybe_vip_ip(a)).count();
+        assert!(yes < 800, "{yes} of 4000 non-VIPs pass the filter");
+        // With no service left, nothing passes.
+        for (i, &v) in vips.iter().enumerate() {
+            if i % 2 == 1 {
+                del(&mut d, v, if i % 3 == 0 { 443 } else { 80 });
+            }
+        }
+        assert!(others.iter().chain(&vips).all(|&a| !d.maybe_vip_ip(a)));
+    }
+
+    /// An IPv4 address and the IPv6 address with the same leading bytes are told apart.
+    #[test]
+    fn vip_bit_depends_on_the_family() {
+        let differ = addrs(200, 7)
+            .iter()
+            .map(|&a| addr_bytes(a))
+            .filter(|b| vip_bit(b, false) != vip_bit(b, true))
+            .count();
+        assert!(differ > 150, "{differ}");
     }
 }

@@ -484,13 +484,21 @@ impl Dataplane {
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         let len = ip.end() - ip.l3_offset;
-        if let Some(cid) = self.director.conn_out_live_probe(probe, now) {
-            return self.forward_out(frame, ip, cid, flags, len, now, extra);
-        }
-        let Some(key) = ip.flow_key() else {
-            return self.local();
+        // A packet to a virtual service is the client side of a connection, never a NAT dest's
+        // reply: it skips the out index. The VIP filter sends most other packets (replies
+        // among them) straight to that lookup.
+        let svc = if self.director.maybe_vip_ip(ip.dst) {
+            ip.flow_key().and_then(|key| {
+                let svc = self.director.find_service(ip.protocol, ip.dst, key.dport)?;
+                Some((svc, key))
+            })
+        } else {
+            None
         };
-        let Some(svc) = self.director.find_service(ip.protocol, ip.dst, key.dport) else {
+        let Some((svc, key)) = svc else {
+            if let Some(cid) = self.director.conn_out_live_probe(probe, now) {
+                return self.forward_out(frame, ip, cid, flags, len, now, extra);
+            }
             return self.local();
         };
         match self.admit(frame, ip, svc, &key, Some(probe.hash()), flags, now) {

@@ -553,3 +553,64 @@ fn non_df_v4_too_big_fragmented_to_the_mtu() {
     );
     verify_checksums(&eth(&whole));
 }
+
+/// A packet addressed to a virtual service is the client side of a connection, never a NAT
+/// dest's reply, even when its addresses and ports are those of a connection's reply
+/// (a client that used a VIP as its source address). The neighbouring case differs only in the
+/// second service's port: with no service on the reply's destination port, the same packet is
+/// that connection's reply, rewritten back to VIP:vport.
+#[test]
+fn packet_to_a_service_is_never_taken_for_a_reply() {
+    for f in FAMS {
+        let vip2: IpAddr = match f.vip {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 20)),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x20,
+            )),
+        };
+        for (svc2_port, is_reply) in [(5000, false), (5001, true)] {
+            let name = format!("{} service on {vip2}:{svc2_port}", f.name);
+            let rules = format!(
+                "-A -t {v} -s rr\n-a -t {v} -r {r} -m -w 1\n-A -t {v2} -s rr\n-a -t {v2} -r {r2} -g -w 1\n",
+                v = sa(f.vip, VPORT),
+                r = sa(f.rip[0], RPORT),
+                v2 = sa(vip2, svc2_port),
+                r2 = sa(f.rip[1], svc2_port),
+            );
+            let mut dp = dataplane(&rules, &[]);
+            // The "client" is VIP2:5000: its connection's reply goes to VIP2:5000.
+            let client = sa(vip2, 5000);
+            let syn = eth(&tcp(client, sa(f.vip, VPORT), "S", 1000, 0, b""));
+            let out = run(&mut dp, &syn, SEC);
+            assert_eq!(out.dest, Some(sa(f.rip[0], RPORT)), "{name}: syn");
+            let synack = eth(&tcp(sa(f.rip[0], RPORT), client, "SA", 5000, 1001, b""));
+            let out = run(&mut dp, &synack, SEC + 1);
+            if is_reply {
+                let want = eth(&tcp_ttl(
+                    sa(f.vip, VPORT),
+                    client,
+                    "SA",
+                    5000,
+                    1001,
+                    b"",
+                    63,
+                ));
+                assert_transmit(&name, &out, vip2, &want);
+            } else {
+                // A SYN (with ACK) to the second service: scheduled there as a new connection,
+                // forwarded unchanged by DR.
+                assert_eq!(out.dest, Some(sa(f.rip[1], svc2_port)), "{name}");
+                let want = eth(&tcp_ttl(
+                    sa(f.rip[0], RPORT),
+                    client,
+                    "SA",
+                    5000,
+                    1001,
+                    b"",
+                    63,
+                ));
+                assert_transmit(&name, &out, f.rip[1], &want);
+            }
+        }
+    }
+}

@@ -51,6 +51,9 @@ struct Pre {
     lookup: Option<u64>,
     /// Stage 2's candidate entry for the in lookup (see [`rvs_core::conn::Probe::hinted`]).
     hint: Hint,
+    /// Whether the lookup may go on to the out index (prefetched then): not for an ICMP error
+    /// the fast reader took, nor for a packet to a VIP.
+    out: bool,
 }
 
 impl Pre {
@@ -59,6 +62,7 @@ impl Pre {
         own: None,
         lookup: None,
         hint: Hint::NONE,
+        out: false,
     };
 }
 
@@ -140,7 +144,7 @@ impl Dataplane {
         if let Some(h) = p.lookup {
             let t = self.director.conns();
             p.hint = t.prefetch_in_entries(h);
-            if !matches!(p.read, Read::Error(_)) {
+            if p.out {
                 t.prefetch_out_entries(h);
             }
         }
@@ -176,9 +180,13 @@ impl Dataplane {
             t.prefetch_insert();
         }
         let h = t.flow_hash(&flow);
-        // Both indexes: a dest's reply (NAT) misses the in index before it finds the out one.
         t.prefetch_in(h);
-        t.prefetch_out(h);
+        // A dest's reply (NAT) misses the in index before it finds the out one; a packet to a
+        // VIP never looks there (see `process_l4_miss`).
+        pre.out = t.has_out_index() && !self.director.maybe_vip(&flow.dst, flow.v6);
+        if pre.out {
+            t.prefetch_out(h);
+        }
         pre.read = Read::Flow(flow);
         pre.own = Some(h);
         pre.lookup = Some(h);
@@ -234,6 +242,7 @@ impl Dataplane {
         // Both indexes: a dest's reply (NAT) misses the in index before it finds the out one.
         t.prefetch_in(h);
         t.prefetch_out(h);
+        pre.out = true;
         // Handed on to the lookup: of the frame's own key, or of an ICMP error's quoted flow.
         pre.own = Some(h);
         pre.lookup = Some(h);
