@@ -109,10 +109,11 @@ fn tag_of(h: u64) -> u16 {
 /// Hint the CPU to bring the cache line at `p` into L1 (no effect on program state).
 ///
 /// `unsafe` only because `_mm_prefetch` is a `#[target_feature(enable = "sse")]` function,
-/// which Rust still marks unsafe to call although SSE is part of the x86_64 baseline. This is
-/// the hot path's single exception to the rule that unsafe code lives in the daemon's I/O
-/// layer: a burst of packets can only overlap its cache misses if it can name the lines it
-/// will need, and no safe API (nor crate) offers a prefetch.
+/// which Rust still marks unsafe to call although SSE is part of the x86_64 baseline. This and
+/// [`Bucket::matches`]' SSE2 compare (unsafe for the same reason) are the hot path's only
+/// exceptions to the rule that unsafe code lives in the daemon's I/O layer: a burst of packets
+/// can only overlap its cache misses if it can name the lines it will need, and no safe API
+/// (nor crate) offers a prefetch.
 #[inline(always)]
 #[allow(unsafe_code)]
 pub(super) fn prefetch<T>(p: *const T) {
