@@ -127,11 +127,12 @@ pub fn nat_rewrite(data: &mut [u8], ip: &IpInfo, side: NatSide, addr: IpAddr, po
     let Some(old) = swap_addr(data, addr_at, &new_bytes, alen) else {
         return false;
     };
+    let d_addr = addr_delta(v6, &old, &new_bytes);
     if !v6 {
         let Some(ck) = get16(data, l3 + 10) else {
             return false;
         };
-        put16(data, l3 + 10, addr_update(ck, false, &old, &new_bytes));
+        put16(data, l3 + 10, checksum::apply(ck, d_addr));
     }
     let port_at = l4 + if dst { 2 } else { 0 };
     let (Some(ck), Some(old_port)) = (get16(data, l4 + ck_off), get16(data, port_at)) else {
@@ -139,14 +140,14 @@ pub fn nat_rewrite(data: &mut [u8], ip: &IpInfo, side: NatSide, addr: IpAddr, po
     };
     put16(data, port_at, port);
     // A zero UDP checksum stays zero: "none" over IPv4 (RFC 768); over IPv6 an RFC 6936
-    // zero-checksum tunnel or invalid, for the receiver to judge.
+    // zero-checksum tunnel or invalid, for the receiver to judge. Address and port change in
+    // one update (one fold): eqn. 3 over both words equals the two updates in turn.
     if !(udp && ck == 0) {
-        let nonzero = |c: u16| if udp { checksum::udp_nonzero(c) } else { c };
-        let c = nonzero(addr_update(ck, v6, &old, &new_bytes));
+        let c = checksum::apply(ck, d_addr + checksum::delta16(old_port, port));
         put16(
             data,
             l4 + ck_off,
-            nonzero(checksum::update16(c, old_port, port)),
+            if udp { checksum::udp_nonzero(c) } else { c },
         );
     }
     true
@@ -234,17 +235,16 @@ fn swap_addr(d: &mut [u8], at: usize, new: &[u8; 16], alen: usize) -> Option<[u8
     }
 }
 
-/// RFC 1624 update of `check` for an address change from `old` to `new` (the first 4 bytes
-/// for IPv4, all 16 for IPv6).
+/// The RFC 1624 change term ([`checksum::delta16`]) of an address going from `old` to `new`
+/// (the first 4 bytes for IPv4, all 16 for IPv6).
 #[inline(always)]
-fn addr_update(check: u16, v6: bool, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+fn addr_delta(v6: bool, old: &[u8; 16], new: &[u8; 16]) -> u64 {
     if v6 {
-        checksum::update_bytes(check, old, new)
+        checksum::delta_bytes(old, new)
     } else {
         let [a, b, c, d, ..] = *old;
         let [e, f, g, h, ..] = *new;
-        checksum::update32(
-            check,
+        checksum::delta32(
             u32::from_be_bytes([a, b, c, d]),
             u32::from_be_bytes([e, f, g, h]),
         )
@@ -310,9 +310,6 @@ pub fn nat_icmp_error_quoted(
         return false;
     }
     let v6 = !ip.is_ipv4();
-    let Some(mut icmp_ck) = get16(data, l4 + 2) else {
-        return false;
-    };
     let q0 = l4 + 8;
     // The address that changes: in the outer header, and in the quoted one.
     let (outer_at, qaddr_at) = match (v6, dir) {
@@ -332,28 +329,33 @@ pub fn nat_icmp_error_quoted(
     let Some(old_outer) = swap_addr(data, outer_at, &new_bytes, alen) else {
         return false;
     };
+    // The ICMP checksum's change terms add up here and are applied once at the end (one fold
+    // instead of one per field; eqn. 3 over all the changed words equals updates in turn).
+    let mut icmp_d = 0u64;
+    let d_outer = addr_delta(v6, &old_outer, &new_bytes);
     if v6 {
         // The ICMPv6 checksum covers the outer addresses through its pseudo-header.
-        icmp_ck = addr_update(icmp_ck, v6, &old_outer, &new_bytes);
+        icmp_d += d_outer;
     } else {
         let Some(ck) = get16(data, l3 + 10) else {
             return false;
         };
-        put16(data, l3 + 10, addr_update(ck, v6, &old_outer, &new_bytes));
+        put16(data, l3 + 10, checksum::apply(ck, d_outer));
     }
     // Quoted address.
     let Some(old_bytes) = swap_addr(data, qaddr_at, &new_bytes, alen) else {
         return false;
     };
-    icmp_ck = addr_update(icmp_ck, v6, &old_bytes, &new_bytes);
+    let d_quoted = addr_delta(v6, &old_bytes, &new_bytes);
+    icmp_d += d_quoted;
     if !v6 {
         // The quoted IPv4 header checksum follows its address change.
         let Some(old_qck) = get16(data, q0 + 10) else {
             return false;
         };
-        let new_qck = addr_update(old_qck, v6, &old_bytes, &new_bytes);
+        let new_qck = checksum::apply(old_qck, d_quoted);
         put16(data, q0 + 10, new_qck);
-        icmp_ck = checksum::update16(icmp_ck, old_qck, new_qck);
+        icmp_d += checksum::delta16(old_qck, new_qck);
     }
     // Quoted port.
     let port_at = q0 + qhl + if dir == IcmpNat::ToDest { 0 } else { 2 };
@@ -364,7 +366,8 @@ pub fn nat_icmp_error_quoted(
         return false;
     };
     put16(data, port_at, port);
-    icmp_ck = checksum::update16(icmp_ck, old_port, port);
+    let d_port = checksum::delta16(old_port, port);
+    icmp_d += d_port;
     // Quoted L4 checksum, whenever its field is inside the quote (as Linux's NAT does): the
     // update is incremental, so it needs the field, not the whole segment, and it gives the
     // dest back exactly the bytes it sent. An 8-byte quote (RFC 792 minimum) holds no TCP
@@ -379,15 +382,17 @@ pub fn nat_icmp_error_quoted(
         && let Some(old_l4) = get16(data, at)
         && !(qproto == 17 && old_l4 == 0)
     {
-        let mut c = addr_update(old_l4, v6, &old_bytes, &new_bytes);
-        c = checksum::update16(c, old_port, port);
+        let mut c = checksum::apply(old_l4, d_quoted + d_port);
         if qproto == 17 {
             c = checksum::udp_nonzero(c);
         }
         put16(data, at, c);
-        icmp_ck = checksum::update16(icmp_ck, old_l4, c);
+        icmp_d += checksum::delta16(old_l4, c);
     }
-    put16(data, l4 + 2, icmp_ck)
+    let Some(icmp_ck) = get16(data, l4 + 2) else {
+        return false;
+    };
+    put16(data, l4 + 2, checksum::apply(icmp_ck, icmp_d))
 }
 
 #[cfg(test)]

@@ -149,19 +149,48 @@ fn to_v6(a: IpAddr) -> Ipv6Addr {
 /// 1141: for any checksum that was computed over non-zero data the result equals a full recompute.
 #[inline(always)]
 pub fn update16(check: u16, old: u16, new: u16) -> u16 {
-    let acc = u64::from(!check) + u64::from(!old) + u64::from(new);
-    !fold(acc)
+    apply(check, delta16(old, new))
 }
 
 /// RFC 1624 incremental update for a 32-bit field (two adjacent 16-bit words, big-endian).
 #[inline(always)]
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
-    let acc = u64::from(!check)
-        + u64::from(!(old >> 16) as u16)
-        + u64::from(!(old as u16))
-        + u64::from((new >> 16) as u16)
-        + u64::from(new as u16);
-    !fold(acc)
+    apply(check, delta32(old, new))
+}
+
+/// The change term `~m + m'` of a 16-bit word going from `old` to `new`: terms of several
+/// changes add up (as `u64`) and [`apply`] them at once, which equals applying each in turn
+/// (eqn. 3 holds for any number of changed words) at one fold instead of one per change.
+#[inline(always)]
+pub fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// [`delta16`] of a 32-bit field (two adjacent 16-bit words, big-endian).
+#[inline(always)]
+pub fn delta32(old: u32, new: u32) -> u64 {
+    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
+}
+
+/// [`delta16`] of an even-aligned run of bytes (an address); `old` and `new` of one length.
+#[inline(always)]
+pub fn delta_bytes(old: &[u8], new: &[u8]) -> u64 {
+    if let (&[a, b, c, d], &[e, f, g, h]) = (old, new) {
+        // An IPv4 address: the 32-bit term, without the general sums.
+        return delta32(
+            u32::from_be_bytes([a, b, c, d]),
+            u32::from_be_bytes([e, f, g, h]),
+        );
+    }
+    // ~m summed word by word equals (0xffff × words) − Σm, which one's-complement arithmetic
+    // expresses as adding the complement of the folded sum of the old bytes.
+    u64::from(!fold(sum_be_words(0, old))) + sum_be_words(0, new)
+}
+
+/// RFC 1624 eqn. 3 with the change terms summed in `delta` ([`delta16`] and friends).
+#[inline(always)]
+pub fn apply(check: u16, delta: u64) -> u16 {
+    !fold(u64::from(!check) + delta)
 }
 
 /// RFC 1624 incremental update for a change of an even-aligned run of bytes (an address:
@@ -169,19 +198,7 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
 /// byte is treated as the high byte of a word, as in [`sum`].
 #[inline]
 pub fn update_bytes(check: u16, old: &[u8], new: &[u8]) -> u16 {
-    if let (&[a, b, c, d], &[e, f, g, h]) = (old, new) {
-        // An IPv4 address: the 32-bit update, without the general sums.
-        return update32(
-            check,
-            u32::from_be_bytes([a, b, c, d]),
-            u32::from_be_bytes([e, f, g, h]),
-        );
-    }
-    // ~m summed word by word equals (0xffff × words) − Σm, which one's-complement arithmetic
-    // expresses as adding the complement of the folded sum of the old bytes.
-    let old_sum = fold(sum_be_words(0, old));
-    let acc = u64::from(!check) + u64::from(!old_sum) + sum_be_words(0, new);
-    !fold(acc)
+    apply(check, delta_bytes(old, new))
 }
 
 /// RFC 1624 incremental update for an address change, either family.
@@ -364,6 +381,37 @@ mod tests {
                 let full = u16::from_be_bytes([full[0], full[1]]);
                 prop_assert!(same_ones_complement(inc, full), "inc {inc:#x} full {full:#x}");
             }
+        }
+
+        /// Several fields changed at once (a 16-byte address, a 4-byte one, a word), their
+        /// change terms summed and applied in one fold: the same checksum as the updates one
+        /// after the other, and a full recompute's value.
+        #[test]
+        fn summed_deltas_equal_updates_in_turn(
+            mut data in proptest::collection::vec(any::<u8>(), 60..80),
+            new16 in any::<[u8; 16]>(),
+            new4 in any::<[u8; 4]>(),
+            new2 in any::<u16>(),
+        ) {
+            data[2] = 1;
+            let data = with_checksum(data, 0);
+            let check = u16::from_be_bytes([data[0], data[1]]);
+            let mut d = data.clone();
+            let old2 = u16::from_be_bytes([d[40], d[41]]);
+            let delta = delta_bytes(&d[8..24], &new16)
+                + delta_bytes(&d[28..32], &new4)
+                + delta16(old2, new2);
+            let once = apply(check, delta);
+            let mut turn = update_bytes(check, &d[8..24], &new16);
+            turn = update_bytes(turn, &d[28..32], &new4);
+            turn = update16(turn, old2, new2);
+            prop_assert_eq!(once, turn);
+            d[8..24].copy_from_slice(&new16);
+            d[28..32].copy_from_slice(&new4);
+            d[40..42].copy_from_slice(&new2.to_be_bytes());
+            let full = with_checksum(d, 0);
+            let full = u16::from_be_bytes([full[0], full[1]]);
+            prop_assert!(same_ones_complement(once, full), "once {once:#x} full {full:#x}");
         }
 
         #[test]
