@@ -585,32 +585,20 @@ fn packet_to_a_service_is_never_taken_for_a_reply() {
             assert_eq!(out.dest, Some(sa(f.rip[0], RPORT)), "{name}: syn");
             let synack = eth(&tcp(sa(f.rip[0], RPORT), client, "SA", 5000, 1001, b""));
             let out = run(&mut dp, &synack, SEC + 1);
-            if is_reply {
-                let want = eth(&tcp_ttl(
-                    sa(f.vip, VPORT),
-                    client,
-                    "SA",
-                    5000,
-                    1001,
-                    b"",
-                    63,
-                ));
-                assert_transmit(&name, &out, vip2, &want);
+            // The reply: source rewritten back to VIP:vport, sent to the "client". Otherwise a
+            // SYN (with ACK) to the second service: scheduled there as a new connection and
+            // forwarded unchanged by DR.
+            let (src, hop, dest) = if is_reply {
+                (sa(f.vip, VPORT), vip2, None)
             } else {
-                // A SYN (with ACK) to the second service: scheduled there as a new connection,
-                // forwarded unchanged by DR.
-                assert_eq!(out.dest, Some(sa(f.rip[1], svc2_port)), "{name}");
-                let want = eth(&tcp_ttl(
-                    sa(f.rip[0], RPORT),
-                    client,
-                    "SA",
-                    5000,
-                    1001,
-                    b"",
-                    63,
-                ));
-                assert_transmit(&name, &out, f.rip[1], &want);
+                let d = sa(f.rip[1], svc2_port);
+                (sa(f.rip[0], RPORT), f.rip[1], Some(d))
+            };
+            if dest.is_some() {
+                assert_eq!(out.dest, dest, "{name}");
             }
+            let want = eth(&tcp_ttl(src, client, "SA", 5000, 1001, b"", 63));
+            assert_transmit(&name, &out, hop, &want);
         }
     }
 }
