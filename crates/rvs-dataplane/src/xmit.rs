@@ -99,8 +99,9 @@ pub enum NatSide {
 pub fn nat_rewrite(data: &mut [u8], ip: &IpInfo, side: NatSide, addr: IpAddr, port: u16) -> bool {
     // Fixed offsets from the parsed header lengths, written in place: through the checked
     // packet views of `rvs_wire::rewrite` this took about 280 instructions per packet, most of
-    // a NAT SYN's difference from a DR one. The updates are the views' own, in their order
-    // (address, then port), so the bytes are the same.
+    // a NAT SYN's difference from a DR one. The checksums come out as the views' updates
+    // (address, then port) make them: their change terms are summed and applied at once,
+    // which RFC 1624 eqn. 3 makes equal.
     let (ck_off, min, udp) = match ip.protocol {
         6 => (16, 20, false),
         17 => (6, 8, true),
