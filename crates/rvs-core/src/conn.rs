@@ -565,8 +565,10 @@ fn make_id(index: u32, generation: u32) -> Option<ConnId> {
     NonZeroU32::new(generation).map(|generation| ConnId { index, generation })
 }
 
+/// An address as the table (and [`rvs_wire::flow::Flow`]) holds it: IPv4 in the first four
+/// bytes and zeros after, with its family.
 #[inline]
-fn pack(a: IpAddr) -> ([u8; 16], bool) {
+pub(crate) fn pack(a: IpAddr) -> ([u8; 16], bool) {
     match a {
         // Widened as an integer: the byte-by-byte array literal compiled to sixteen stores.
         IpAddr::V4(v4) => (

@@ -193,17 +193,6 @@ fn vip_bit(addr: &[u8; 16], v6: bool) -> usize {
     ((lo ^ hi.rotate_left(32) ^ u64::from(v6)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
 }
 
-/// An address as [`rvs_wire::flow::Flow`] holds it: IPv4 in the first four bytes, zeros after.
-fn addr_bytes(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        }
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
 /// Most expired entries handled per [`Director::expire`] call, so one call's work is bounded.
 pub const EXPIRE_BUDGET: usize = 4096;
 
@@ -325,7 +314,7 @@ impl Director {
         };
         self.svc_index.insert(spec.key, id);
         *self.vips.entry(spec.key.addr).or_default() += 1;
-        self.refresh_vip_filter();
+        self.services_changed();
         Ok(())
     }
 
@@ -363,7 +352,7 @@ impl Director {
                 self.vips.remove(&key.addr);
             }
         }
-        self.refresh_vip_filter();
+        self.services_changed();
         if let Some(slot) = self.services.get_mut(id.0 as usize) {
             *slot = None;
         }
@@ -533,13 +522,14 @@ impl Director {
         self.services.get_mut(id.0 as usize)?.as_mut()
     }
 
-    /// Rebuild [`Director::maybe_vip`]'s filter from the VIPs (and forget the last service
-    /// found: the services changed).
-    fn refresh_vip_filter(&mut self) {
+    /// After a service was added or deleted: rebuild [`Director::maybe_vip`]'s filter from
+    /// the VIPs and forget [`Director::find_service`]'s last hit.
+    fn services_changed(&mut self) {
         self.last_svc.set(None);
         let mut f = [0u64; 4];
         for a in self.vips.keys() {
-            let b = vip_bit(&addr_bytes(*a), a.is_ipv6());
+            let (bytes, v6) = crate::conn::pack(*a);
+            let b = vip_bit(&bytes, v6);
             if let Some(w) = f.get_mut(b / 64) {
                 *w |= 1 << (b % 64);
             }
@@ -562,7 +552,8 @@ impl Director {
     /// [`Director::maybe_vip`] of an [`IpAddr`].
     #[inline]
     pub fn maybe_vip_ip(&self, addr: IpAddr) -> bool {
-        self.maybe_vip(&addr_bytes(addr), addr.is_ipv6())
+        let (bytes, v6) = crate::conn::pack(addr);
+        self.maybe_vip(&bytes, v6)
     }
 
     /// True when some service uses `addr` as its virtual address.
@@ -1336,7 +1327,8 @@ mod tests {
             assert_eq!(d.is_vip(v), i % 2 == 1, "{v}");
             if d.is_vip(v) {
                 assert!(d.maybe_vip_ip(v), "VIP {v} filtered out");
-                assert!(d.maybe_vip(&addr_bytes(v), v.is_ipv6()), "{v}");
+                let (bytes, v6) = crate::conn::pack(v);
+                assert!(d.maybe_vip(&bytes, v6), "{v}");
             }
         }
         // 20 VIPs in 256 bits: expect ~8 % false positives; all ones would be 100 %.
@@ -1411,7 +1403,7 @@ mod tests {
     fn vip_bit_depends_on_the_family() {
         let differ = addrs(200, 7)
             .iter()
-            .map(|&a| addr_bytes(a))
+            .map(|&a| crate::conn::pack(a).0)
             .filter(|b| vip_bit(b, false) != vip_bit(b, true))
             .count();
         assert!(differ > 150, "{differ}");

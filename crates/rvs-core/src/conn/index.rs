@@ -38,10 +38,11 @@ impl Bucket {
 
     /// The slots holding `tag`, lowest first.
     ///
-    /// On x86_64 one SSE2 compare of the eight tags (SSE2 is part of the baseline, so these
-    /// intrinsics are safe to call): the loop below was vectorised where lookups inline it
-    /// but stayed eight scalar compares in the insert and removal paths (callgrind: ~230
-    /// instructions per NAT SYN on this line).
+    /// On x86_64 one SSE2 compare of the eight tags (SSE2 is part of the x86_64 baseline, so
+    /// the instructions are always there; calling them still takes `unsafe`, as [`prefetch`]
+    /// explains): the loop below was vectorised where lookups inline it but stayed eight
+    /// scalar compares in the insert and removal paths (callgrind: ~230 instructions per NAT
+    /// SYN on that line).
     #[inline(always)]
     fn matches(&self, tag: u16) -> Lanes {
         #[cfg(target_arch = "x86_64")]
