@@ -64,6 +64,7 @@ use rvs_wire::parse::FlowKey;
 use crate::proto::ConnState;
 use crate::types::{FwdMethod, Time};
 
+mod huge;
 mod index;
 use index::{Index, prefetch};
 
@@ -1643,8 +1644,9 @@ impl ConnTable {
         if n == self.slab.capacity() {
             let limit = self.max.max(n + 1);
             let target = (n + (n / 16).max(MIN_GROW)).min(limit);
-            self.slab.reserve_exact(target - n);
-            self.cold.reserve_exact(target - n);
+            // Large buffers asking for huge pages before they are written (see `huge`).
+            huge::reserve_exact(&mut self.slab, target - n);
+            huge::reserve_exact(&mut self.cold, target - n);
         }
         self.slab.push(Entry::VACANT);
         self.cold.push(Cold::default());
@@ -1946,6 +1948,47 @@ mod tests {
 
     fn ins(t: &mut ConnTable, c: Conn) -> ConnId {
         t.insert(c, T0).unwrap().0
+    }
+
+    /// The slab, its cold parts and the in index of a large table ask for transparent huge
+    /// pages (`huge`): their mappings carry the `hg` flag, checked in `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_table_arrays_are_advised_for_huge_pages() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            eprintln!("SKIP large_table_arrays_are_advised_for_huge_pages: no THP in this kernel");
+            return;
+        }
+        let n: u32 = 150_000;
+        let mut t = table(n as usize, FullPolicy::Refuse);
+        for i in 0..n {
+            let c = conn(
+                key(
+                    &format!("198.51.{}.{}", 100 + i / 60_000, i % 250),
+                    (i % 60_000) as u16 + 1024,
+                    "192.0.2.10",
+                    80,
+                ),
+                "10.0.0.2",
+                FwdMethod::DirectRoute,
+                T0 + SEC,
+            );
+            ins(&mut t, c);
+        }
+        // Near the end of each array (not in its last base page, which the advice rounds
+        // off): written after its last growth, so only advice taken before that growth's
+        // first write can have put it in a huge-page-advised mapping.
+        let last = |p: *const u8, bytes: usize| p.wrapping_add(bytes - 2 * 4096);
+        let slab = last(t.slab.as_ptr().cast(), t.slab.len() * 64);
+        let cold = last(t.cold.as_ptr().cast(), t.cold.len() * 8);
+        let idx = t.idx_in.last_bucket().wrapping_sub(2 * 4096);
+        for (what, p) in [("slab", slab), ("cold", cold), ("in index", idx)] {
+            assert!(
+                huge::tests::advised(p),
+                "{what}: {:?}",
+                huge::tests::vm_flags(p)
+            );
+        }
     }
 
     /// A hint (`Probe::hinted`) is taken only for a live connection with exactly the probe's

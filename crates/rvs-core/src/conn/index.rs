@@ -215,10 +215,21 @@ impl Index {
     /// whose entries the caller re-inserts.
     pub(super) fn reset(&mut self, buckets: usize) -> Vec<Bucket> {
         self.len = 0;
-        core::mem::replace(
-            &mut self.buckets,
-            vec![Bucket::EMPTY; buckets.next_power_of_two()],
-        )
+        let n = buckets.next_power_of_two();
+        let mut fresh = Vec::with_capacity(n);
+        // Before the buckets are first written (see `huge`).
+        super::huge::advise(&fresh);
+        fresh.resize(n, Bucket::EMPTY);
+        core::mem::replace(&mut self.buckets, fresh)
+    }
+
+    /// Address of the last bucket (for the huge-page test).
+    #[cfg(test)]
+    pub(super) fn last_bucket(&self) -> *const u8 {
+        self.buckets
+            .as_ptr()
+            .wrapping_add(self.buckets.len().saturating_sub(1))
+            .cast()
     }
 
     /// The bucket count after the next growth.
