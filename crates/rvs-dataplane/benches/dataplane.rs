@@ -197,6 +197,21 @@ fn tcp_frame(src: SocketAddr, dst: SocketAddr, syn: bool, out: &mut Vec<u8>) {
     b.write(out, &[]).unwrap();
 }
 
+/// The flow keys of the first `n` pre-built frames (for the table-only lookups).
+fn draw_keys(frames: &Frames, n: usize) -> Vec<FlowKey> {
+    (0..n)
+        .map(|i| {
+            *parse_ethernet(frames.get(i))
+                .unwrap()
+                .ip()
+                .unwrap()
+                .flow_key()
+                .as_ref()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// Frames laid out one per 64-byte slot.
 struct Frames {
     buf: Vec<u8>,
@@ -591,8 +606,8 @@ const SIZES: [(&str, usize); 4] = [
 ];
 
 /// Frames handed to one `process_burst` call: `RVS_BENCH_BATCH`, else [`BURST`]. (64, rvsd's
-/// receive batch, measured 3–5 ns per packet slower at 1 M: the driver's reset of 64 frames
-/// before the call leaves them in L2 rather than L1.)
+/// receive batch, measured 3–5 ns per packet slower at 1 M with the same library; the driver
+/// then resets 64 frames before each call.)
 fn batch() -> usize {
     static B: OnceLock<usize> = OnceLock::new();
     *B.get_or_init(|| {
@@ -684,17 +699,7 @@ fn bench_size(c: &mut Criterion, name: &str, n: usize, rng: &mut Rng, syns: &Fra
             match method {
                 Method::Dr => {
                     // The table lookup alone, same draws (the table's share of the above).
-                    let keys: Vec<FlowKey> = (0..frames.count())
-                        .map(|i| {
-                            *parse_ethernet(frames.get(i))
-                                .unwrap()
-                                .ip()
-                                .unwrap()
-                                .flow_key()
-                                .as_ref()
-                                .unwrap()
-                        })
-                        .collect();
+                    let keys = draw_keys(&frames, frames.count());
                     let mut j = 0;
                     g.bench_function(BenchmarkId::new("conn_lookup_in", name), |b| {
                         let t = dp.director().conns();
@@ -1066,17 +1071,7 @@ fn probe(spec: &str) {
             "lookup" => {
                 // The table alone: keys of the same draws, looked up one by one or in groups of
                 // BURST with the two prefetch stages.
-                let keys: Vec<FlowKey> = (0..DRAWS)
-                    .map(|i| {
-                        *parse_ethernet(frames.get(i))
-                            .unwrap()
-                            .ip()
-                            .unwrap()
-                            .flow_key()
-                            .as_ref()
-                            .unwrap()
-                    })
-                    .collect();
+                let keys = draw_keys(&frames, DRAWS);
                 let t = dp.director().conns();
                 let start = clock();
                 let mut found = 0;
