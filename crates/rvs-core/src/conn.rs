@@ -1955,8 +1955,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn large_table_arrays_are_advised_for_huge_pages() {
-        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            eprintln!("SKIP large_table_arrays_are_advised_for_huge_pages: no THP in this kernel");
+        if huge::tests::no_thp("large_table_arrays_are_advised_for_huge_pages") {
             return;
         }
         let n: u32 = 150_000;

@@ -112,6 +112,16 @@ pub(super) mod tests {
         None
     }
 
+    /// True, after saying so, when this kernel has no transparent huge pages (the test
+    /// `name` then skips).
+    pub(in crate::conn) fn no_thp(name: &str) -> bool {
+        let missing = !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists();
+        if missing {
+            eprintln!("SKIP {name}: this kernel has no transparent huge pages");
+        }
+        missing
+    }
+
     /// Whether the mapping holding `p` is advised for huge pages (`hg` in its flags).
     pub(in crate::conn) fn advised(p: *const u8) -> bool {
         vm_flags(p).is_some_and(|f| f.split_whitespace().any(|w| w == "hg"))
@@ -119,8 +129,7 @@ pub(super) mod tests {
 
     #[test]
     fn large_buffers_are_advised_small_ones_not() {
-        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            eprintln!("SKIP large_buffers_are_advised_small_ones_not: this kernel has no THP");
+        if no_thp("large_buffers_are_advised_small_ones_not") {
             return;
         }
         let big: Vec<u64> = Vec::with_capacity(HUGE);
@@ -134,8 +143,7 @@ pub(super) mod tests {
 
     #[test]
     fn reserve_exact_keeps_the_elements_and_advises_large_buffers() {
-        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            eprintln!("SKIP reserve_exact_keeps_the_elements_and_advises_large_buffers: no THP");
+        if no_thp("reserve_exact_keeps_the_elements_and_advises_large_buffers") {
             return;
         }
         let mut v: Vec<u64> = (0..1000).collect();
