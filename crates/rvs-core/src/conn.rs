@@ -66,7 +66,7 @@ use crate::types::{FwdMethod, Time};
 
 mod huge;
 mod index;
-use index::{Index, prefetch};
+use index::{Index, prefetch, prefetch_l2};
 
 /// Width of one timer-wheel tick: 2^26 ns ≈ 67.1 ms.
 pub const TICK_NS: Time = 1 << TICK_SHIFT;
@@ -1159,10 +1159,11 @@ impl ConnTable {
         self.hasher.packed(&Packed::new(key))
     }
 
-    /// First stage of a burst lookup: start loading the in-index bucket of hash `h`.
+    /// First stage of a burst lookup: start loading the in-index bucket of hash `h` into L2
+    /// (the lookup comes a few hundred ns later; see [`index::prefetch_l2`]).
     #[inline]
     pub fn prefetch_in(&self, h: u64) {
-        self.idx_in.prefetch(h);
+        self.idx_in.prefetch_far(h);
     }
 
     /// False while no NAT connection was ever made: the out index is empty, and a packet need
@@ -1172,11 +1173,11 @@ impl ConnTable {
         self.idx_out.allocation_size() != 0
     }
 
-    /// First stage of a burst lookup: start loading the out-index bucket of hash `h` (nothing
-    /// when no NAT connection exists).
+    /// First stage of a burst lookup: start loading the out-index bucket of hash `h` into L2
+    /// (nothing when no NAT connection exists).
     #[inline]
     pub fn prefetch_out(&self, h: u64) {
-        self.idx_out.prefetch(h);
+        self.idx_out.prefetch_far(h);
     }
 
     /// Second stage of a burst lookup: read the in-index bucket of `h` (prefetched by the
@@ -1203,8 +1204,8 @@ impl ConnTable {
     pub fn prefetch_insert(&self) {
         let i = self.free_head as usize;
         if let (Some(e), Some(c)) = (self.slab.get(i), self.cold.get(i)) {
-            prefetch(e);
-            prefetch(c);
+            prefetch_l2(e);
+            prefetch_l2(c);
         }
     }
 

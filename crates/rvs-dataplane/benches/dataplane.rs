@@ -18,7 +18,9 @@
 //!   loaded machine then steals less of the measurement; its cache and memory traffic still
 //!   does).
 //!
-//! - `RVS_BENCH_BATCH=N` — frames per `process_burst` call (default [`BURST`]);
+//! - `RVS_BENCH_BATCH=N` — frames per `process_burst` call (default [`BATCH`], what rvsd takes
+//!   from a ring at a time); `N,M,...` makes the probe alternate between those batches run by
+//!   run, in one process;
 //! - `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` — no criterion: one timed run of `COUNT`
 //!   packets (for callgrind, or quick timing), and with `RVS_BENCH_REPEAT=K` K runs over the one
 //!   populated table, then their minimum and median.
@@ -40,7 +42,8 @@
 //!   are pre-built into one flat buffer, one frame per 64-byte line, read sequentially. The
 //!   measured loop resets one `Frame` from the next pre-built frame (`Frame::set`) and calls
 //!   `process`; `copy_only` measures the reset alone so forwarding can be read net of it. The
-//!   `*_burst` variants reset [`BURST`] frames, then hand them to `process_burst` together.
+//!   `*_burst` variants reset [`BATCH`] frames (`RVS_BENCH_BATCH`), then hand them to
+//!   `process_burst` together.
 //!   Before a burst is processed, the driver prefetches the first line of each frame of the next
 //!   burst (the next frame, one at a time), as a poll-mode receive loop does with the buffers
 //!   it hands over next; without it the reset of a frame from the 64 MiB draw buffer stalled on
@@ -80,7 +83,7 @@ use rvs_core::conn::prefetch_line;
 use rvs_core::director::{Director, EXPIRE_BUDGET};
 use rvs_core::rules::parse_rules;
 use rvs_core::settings::Settings;
-use rvs_dataplane::dataplane::BURST;
+use rvs_dataplane::dataplane::{BATCH, BURST};
 use rvs_dataplane::{Dataplane, DataplaneConfig, Frame, Tx, Verdict};
 use rvs_wire::parse::{FlowKey, parse_ethernet};
 
@@ -397,7 +400,7 @@ fn check_transmits(dp: &mut Dataplane, frames: &Frames, what: &str) {
 enum Mode {
     /// `process`, one frame at a time.
     One,
-    /// `process_burst`, [`BURST`] frames at a time.
+    /// `process_burst`, [`BATCH`] frames at a time (`RVS_BENCH_BATCH`).
     Burst,
 }
 
@@ -412,9 +415,11 @@ impl Mode {
 }
 
 /// Runs pre-built frames through a dataplane: each frame is reset from its bytes
-/// (`Frame::set`), then processed alone or in bursts of [`BURST`].
+/// (`Frame::set`), then processed alone or in calls of `batch` frames.
 struct Driver {
     one: Frame,
+    /// Frames per `process_burst` call (at most `burst.len()`).
+    batch: usize,
     burst: Vec<Frame>,
     extra: Vec<Tx>,
     verdicts: Vec<Verdict>,
@@ -424,9 +429,12 @@ impl Driver {
     fn new() -> Driver {
         Driver {
             one: Frame::with_capacity(2048),
-            burst: (0..batch()).map(|_| Frame::with_capacity(2048)).collect(),
+            batch: batch(),
+            burst: (0..max_batch())
+                .map(|_| Frame::with_capacity(2048))
+                .collect(),
             extra: Vec::new(),
-            verdicts: Vec::with_capacity(batch()),
+            verdicts: Vec::with_capacity(max_batch()),
         }
     }
 
@@ -485,7 +493,7 @@ impl Driver {
             Mode::Burst => {
                 let mut left = count as usize;
                 while left > 0 {
-                    let b = left.min(self.burst.len());
+                    let b = left.min(self.batch).min(self.burst.len());
                     for f in &mut self.burst[..b] {
                         fill(i, f);
                         i = (i + 1) & mask;
@@ -605,17 +613,29 @@ const SIZES: [(&str, usize); 4] = [
     ("4M", 4_000_000),
 ];
 
-/// Frames handed to one `process_burst` call: `RVS_BENCH_BATCH`, else [`BURST`]. (64, rvsd's
-/// receive batch, measured 3–5 ns per packet slower at 1 M with the same library; the driver
-/// then resets 64 frames before each call.)
+/// Frames handed to one `process_burst` call: `RVS_BENCH_BATCH` (its first entry), else
+/// [`BATCH`], what rvsd takes from a ring at a time.
 fn batch() -> usize {
-    static B: OnceLock<usize> = OnceLock::new();
-    *B.get_or_init(|| {
-        std::env::var("RVS_BENCH_BATCH")
-            .ok()
-            .and_then(|v| v.parse().ok())
+    batches()[0]
+}
+
+/// The largest batch asked for (the driver's frames).
+fn max_batch() -> usize {
+    batches().iter().copied().max().unwrap_or(BATCH)
+}
+
+/// `RVS_BENCH_BATCH`'s entries (`N` or `N,M,...`; the probe alternates between several within
+/// one process, so that they share one table and one host state), else [`BATCH`].
+fn batches() -> &'static [usize] {
+    static B: OnceLock<Vec<usize>> = OnceLock::new();
+    B.get_or_init(|| {
+        let v: Vec<usize> = std::env::var("RVS_BENCH_BATCH")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|b| b.trim().parse().ok())
             .filter(|&b| b > 0)
-            .unwrap_or(BURST)
+            .collect();
+        if v.is_empty() { vec![BATCH] } else { v }
     })
 }
 
@@ -1022,10 +1042,13 @@ fn probe(spec: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let mut times = Vec::with_capacity(repeat);
+    let mut times_all = vec![Vec::with_capacity(repeat); batches().len()];
     // Each input is built on the first run and kept for the repeats (untimed either way).
     let (mut replies, mut errors, mut keys, mut syn) = (None, None, None, None);
-    for _ in 0..repeat.max(1) {
+    // Several batch sizes: alternated run by run.
+    let runs = (0..repeat.max(1)).flat_map(|_| batches().iter().copied().enumerate());
+    for (slot, b) in runs {
+        drv.batch = b;
         let t = match what {
             "established" => drv.run(
                 &mut dp,
@@ -1116,17 +1139,19 @@ fn probe(spec: &str) {
             _ => panic!("WHAT: established, reply, icmp, syn or lookup"),
         };
         let ns = t.as_nanos() as f64 / count as f64;
-        eprintln!("probe {spec}: {ns:.1} ns per frame");
-        times.push(ns);
+        eprintln!("probe {spec} batch {b}: {ns:.1} ns per frame");
+        times_all[slot].push(ns);
     }
-    if times.len() > 1 {
-        times.sort_by(f64::total_cmp);
-        eprintln!(
-            "probe {spec}: min {:.1}, median {:.1} ns per frame over {} runs",
-            times[0],
-            times[times.len() / 2],
-            times.len()
-        );
+    for (times, b) in times_all.iter_mut().zip(batches()) {
+        if times.len() > 1 {
+            times.sort_by(f64::total_cmp);
+            eprintln!(
+                "probe {spec} batch {b}: min {:.1}, median {:.1} ns per frame over {} runs",
+                times[0],
+                times[times.len() / 2],
+                times.len()
+            );
+        }
     }
 }
 

@@ -32,7 +32,7 @@ mod icmp;
 use crate::frame::Frame;
 use crate::verdict::{DropLog, DropLogger, DropReason, Tx, Verdict};
 use crate::xmit::{self, NatSide, TunnelOuter};
-pub use burst::BURST;
+pub use burst::{BATCH, BURST};
 pub use icmp::{IcmpCounters, IcmpOutcome, MIN_PMTU_V4, MIN_PMTU_V6, TUNNEL_PMTU_AGE};
 
 /// How the director sits on its (one) interface.
@@ -100,6 +100,8 @@ pub struct Dataplane {
     /// The fast reader and the established fast path are used (the default; off only in
     /// differential tests, as the reference).
     fast_paths: bool,
+    /// `process_burst`'s per-round state, kept between calls (built once, not per call).
+    rings: Option<Box<burst::Rings>>,
     last_dest: Option<(IpAddr, u16)>,
     /// The time of the packet being processed (for the rate limiters).
     now: Time,
@@ -152,6 +154,7 @@ impl Dataplane {
             reply_buf: Vec::new(),
             refragment: false,
             fast_paths: true,
+            rings: None,
             last_dest: None,
             now: 0,
             gen_global: TokenBucket::full(50, 0),

@@ -302,10 +302,12 @@ fn differential(
             one.housekeeping(now);
             many.housekeeping(now);
         }
-        let n = match rng.below(4) {
+        // Up to seven rounds of `BURST` in one call: the pipeline's ring of rounds wraps.
+        let n = match rng.below(5) {
             0 => 1 + rng.below(4),
             1 => BURST,
-            _ => 1 + rng.below(2 * BURST + 8),
+            2 => 4 * BURST,
+            _ => 1 + rng.below(6 * BURST + 8),
         };
         let mut input: Vec<Vec<u8>> = Vec::with_capacity(n);
         while input.len() < n {

@@ -92,8 +92,9 @@ pub(crate) struct RunArgs {
     pub(crate) metrics: Option<crate::metrics::Listen>,
 }
 
-/// Most frames a worker takes from one ring per burst.
-const BURST: usize = 64;
+/// Most frames a worker takes from one ring per burst: what keeps `process_burst`'s pipeline
+/// busy.
+const BURST: usize = rvs_dataplane::dataplane::BATCH;
 /// Most frames waiting for neighbour resolution, per worker.
 const PENDING_MAX: usize = 512;
 /// How long a frame may wait for its neighbour.

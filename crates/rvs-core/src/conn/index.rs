@@ -128,6 +128,27 @@ pub(super) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Hint the CPU to bring the cache line at `p` into L2 only: for a line needed a few hundred
+/// ns from now (no effect on program state; `unsafe` as [`prefetch`] explains).
+///
+/// Measured on the 2-vCPU EPYC VM: a burst pipeline whose first stage runs two rounds ahead
+/// was 40 % slower than no pipeline with PREFETCHT0 there, and a third faster with PREFETCHT1.
+/// A prefetch to L1 holds one of the core's few L1 miss buffers until its line arrives, so
+/// far-ahead L1 prefetches stall the loads and prefetches that are due now; one to L2 does
+/// not hold them for the whole DRAM round trip.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(super) fn prefetch_l2<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT1 is a hint: it never faults, whatever the address (even an invalid
+    // one), and changes no architectural state; SSE is always present on x86_64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// A bucketised hash index from a 64-bit hash to slab indexes (`u32`).
 pub(super) struct Index {
     buckets: Vec<Bucket>,
@@ -164,6 +185,15 @@ impl Index {
     pub(super) fn prefetch(&self, h: u64) {
         if let Some(b) = self.buckets.get(self.home(h)) {
             prefetch(b);
+        }
+    }
+
+    /// Prefetch the home bucket of `h` into L2 (needed a few hundred ns from now, see
+    /// [`prefetch_l2`]).
+    #[inline]
+    pub(super) fn prefetch_far(&self, h: u64) {
+        if let Some(b) = self.buckets.get(self.home(h)) {
+            prefetch_l2(b);
         }
     }
 

@@ -3,24 +3,33 @@
 //!
 //! Past a few hundred thousand connections the table no longer fits the caches, and a lookup
 //! costs two dependent memory accesses (index bucket, then entry) of a few hundred ns each.
-//! One packet at a time those are paid in full. A burst of up to [`BURST`] frames pays them
-//! together, in three stages:
+//! One packet at a time those are paid in full. `process_burst` takes its frames in rounds of
+//! [`BURST`] and runs each round through three stages:
 //!
 //! 1. read every frame (the fast readers, else the full parse), hash the key its lookup will use
 //!    (its own flow key; for an ICMP error the reversed key of the quoted packet) and prefetch
-//!    the index buckets of that hash;
-//! 2. read those buckets and prefetch the entries whose tags match;
+//!    the index buckets of that hash into L2;
+//! 2. read those buckets and prefetch the entries whose tags match into L1;
 //! 3. run each frame, in order, through the ordinary per-packet path ([`Dataplane::process`]'s
 //!    body, with the hash of stage 1 handed on), whose lookups now hit the cache.
 //!
-//! Stages 1 and 2 change no state (prefetches are hints), and stage 3 does every lookup in frame
-//! order, so a burst is exactly `process` on each frame in turn — two packets of one flow, or a
-//! SYN and the next segment of its new connection, in one burst included.
+//! The stages are pipelined across rounds: stage 1 of round r, then stage 2 of round r − 1,
+//! then stage 3 of round r − 2, so each round's misses are in flight while the round before it
+//! runs. A call of one round runs the stages one after the other; [`BATCH`] frames (eight rounds)
+//! keep the pipeline busy for most of the call.
 //!
-//! (A rolling pipeline — stage 1 sixteen frames ahead of stage 3, stage 2 eight — measured about
-//! 10 ns per packet slower than these stages at 1 M and 4 M connections, and was dropped; so was
-//! a three-deep pipeline across rounds, stage 3 of round r − 2 behind stage 1 of round r, which
-//! was no faster: the core already keeps as many misses in flight as it can.)
+//! Stages 1 and 2 change no state (prefetches are hints; a hint that stage 3 finds stale costs
+//! only the index lookup it replaces), and stage 3 does every lookup in frame order, so a burst
+//! is exactly `process` on each frame in turn — two packets of one flow, or a SYN and the next
+//! segment of its new connection, in one call included (`tests/burst.rs` checks this).
+//!
+//! Why L2 in stage 1 (measured on the 2-vCPU EPYC VM, a stand-alone loop over 1 M random
+//! lines with about 20 ns of work per item): a prefetch into L1 holds one of the core's few L1
+//! miss buffers for the whole DRAM round trip. Issued two rounds ahead, those prefetches
+//! filled the buffers and stalled the loads that were due: that pipeline was 40 % slower than
+//! none (earlier sessions dropped two such pipelines for that reason). With stage 1's
+//! prefetches into L2 the same pipeline cut the memory part of the cost from ~24 to ~9 ns per
+//! item; stage 2's, a round ahead, stay L1 prefetches.
 
 use rvs_core::conn::Hint;
 use rvs_core::types::Time;
@@ -38,17 +47,25 @@ use crate::verdict::{Tx, Verdict};
 /// keep in flight are dropped or evict each other, fewer leave latency uncovered.
 pub const BURST: usize = 16;
 
+/// Frames per [`Dataplane::process_burst`] call that keep its pipeline busy (eight rounds):
+/// what rvsd takes from a ring at a time, and what the benchmarks hand over.
+pub const BATCH: usize = 8 * BURST;
+
+/// Rounds in flight in [`Dataplane::process_burst`]: one in each stage.
+const DEPTH: usize = 3;
+
+/// What stage 1 learned of each frame of the rounds in flight (ring slot = round % [`DEPTH`]).
+pub(super) type Rings = [[Pre; BURST]; DEPTH];
+
 /// What stage 1 learned of a frame.
-#[derive(Clone, Copy)]
-struct Pre {
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pre {
     /// What the reader that accepted the frame read: stage 3 uses it in place (reading the
     /// frame again cost about 60 instructions per TCP/UDP packet, 130 per ICMP error).
     read: Read,
-    /// The table's hash handed to the frame's lookup: of its own TCP/UDP flow key, or for an
-    /// ICMP error of the quoted flow's reversed key.
-    own: Option<u64>,
-    /// The hash whose buckets were prefetched (own key, or an ICMP error's quoted flow).
-    lookup: Option<u64>,
+    /// The table's hash of the key the frame's lookup uses, whose buckets stage 1 prefetched:
+    /// of its own TCP/UDP flow key, or for an ICMP error of the quoted flow's reversed key.
+    hash: Option<u64>,
     /// Stage 2's candidate entry for the in lookup (see [`rvs_core::conn::Probe::hinted`]).
     hint: Hint,
     /// Whether the lookup may go on to the out index (prefetched then): not for an ICMP error
@@ -59,15 +76,14 @@ struct Pre {
 impl Pre {
     const NONE: Pre = Pre {
         read: Read::Full,
-        own: None,
-        lookup: None,
+        hash: None,
         hint: Hint::NONE,
         out: false,
     };
 }
 
 /// The reader a frame takes, and what it read.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Read {
     /// The full parse (in stage 3).
     Full,
@@ -91,49 +107,84 @@ impl Dataplane {
         verdicts: &mut Vec<Verdict>,
     ) {
         verdicts.reserve(frames.len());
-        for chunk in frames.chunks_mut(BURST) {
-            let mut pre = [Pre::NONE; BURST];
-            for (p, f) in pre.iter_mut().zip(chunk.iter()) {
-                self.prefetch_buckets(f, p);
+        let n = frames.len();
+        let rounds = n.div_ceil(BURST);
+        let span = |r: usize| r * BURST..((r + 1) * BURST).min(n);
+        // Taken out of `self` for the call (the stages borrow `self`); about 6 KiB, so not
+        // built afresh on the stack for every call.
+        let mut pre = self
+            .rings
+            .take()
+            .unwrap_or_else(|| Box::new([[Pre::NONE; BURST]; DEPTH]));
+        // Round r's stage 1, round r − 1's stage 2 and round r − 2's stage 3, in that order.
+        for r in 0..rounds + DEPTH - 1 {
+            if r < rounds
+                && let (Some(chunk), Some(ring)) = (frames.get(span(r)), pre.get_mut(r % DEPTH))
+            {
+                for (p, f) in ring.iter_mut().zip(chunk) {
+                    self.prefetch_buckets(f, p);
+                }
             }
-            for p in &mut pre[..chunk.len()] {
-                self.prefetch_entries(p);
+            if let Some(q) = r.checked_sub(1).filter(|&q| q < rounds)
+                && let Some(ring) = pre.get_mut(q % DEPTH)
+            {
+                for p in ring.iter_mut().take(span(q).len()) {
+                    self.prefetch_entries(p);
+                }
             }
-            for (p, f) in pre.iter().zip(chunk.iter_mut()) {
-                // As `process`, with the hash handed on (and each push its own statement: a
-                // verdict merged from both branches went through the stack, and its reload
-                // stalled on store forwarding).
-                match &p.read {
-                    Read::Flow(flow) => {
-                        let probe = self.director.conns().probe_flow(flow, p.own, p.hint);
-                        if let Some(hop) = self.fast_in(f, flow, &probe, now) {
-                            verdicts.push(Verdict::Transmit {
-                                next_hop: self.director.interned_addr(hop),
-                            });
-                        } else {
-                            let v = self.process_flow(f, flow, &probe, now, extra);
+            if let Some(q) = r.checked_sub(DEPTH - 1)
+                && let (Some(chunk), Some(ring)) = (frames.get_mut(span(q)), pre.get(q % DEPTH))
+            {
+                self.run_round(ring, chunk, now, extra, verdicts);
+            }
+        }
+        self.rings = Some(pre);
+    }
+
+    /// Stage 3 for one round: each frame, in order, through the per-packet path.
+    #[inline(always)]
+    fn run_round(
+        &mut self,
+        pre: &[Pre; BURST],
+        chunk: &mut [Frame],
+        now: Time,
+        extra: &mut Vec<Tx>,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        for (p, f) in pre.iter().zip(chunk.iter_mut()) {
+            // As `process`, with the hash handed on (and each push its own statement: a
+            // verdict merged from both branches went through the stack, and its reload
+            // stalled on store forwarding).
+            match &p.read {
+                Read::Flow(flow) => {
+                    let probe = self.director.conns().probe_flow(flow, p.hash, p.hint);
+                    if let Some(hop) = self.fast_in(f, flow, &probe, now) {
+                        verdicts.push(Verdict::Transmit {
+                            next_hop: self.director.interned_addr(hop),
+                        });
+                    } else {
+                        let v = self.process_flow(f, flow, &probe, now, extra);
+                        verdicts.push(v);
+                    }
+                    continue;
+                }
+                Read::Error(e) => {
+                    match self.fast_icmp_error(f, e, p.hash, p.hint, now) {
+                        Some(Ok(hop)) => verdicts.push(Verdict::Transmit {
+                            next_hop: self.director.interned_addr(hop),
+                        }),
+                        Some(Err(v)) => verdicts.push(v),
+                        None => {
+                            let v = self.process_hashed(f, p.hash, now, extra);
                             verdicts.push(v);
                         }
-                        continue;
                     }
-                    Read::Error(e) => {
-                        match self.fast_icmp_error(f, e, p.own, p.hint, now) {
-                            Some(Ok(hop)) => verdicts.push(Verdict::Transmit {
-                                next_hop: self.director.interned_addr(hop),
-                            }),
-                            Some(Err(v)) => verdicts.push(v),
-                            None => {
-                                let v = self.process_hashed(f, p.own, now, extra);
-                                verdicts.push(v);
-                            }
-                        }
-                        continue;
-                    }
-                    Read::Full => {}
+                    continue;
                 }
-                let v = self.process_hashed(f, p.own, now, extra);
-                verdicts.push(v);
+                Read::Full => {}
             }
+            let v = self.process_hashed(f, p.hash, now, extra);
+            verdicts.push(v);
         }
     }
 
@@ -141,7 +192,8 @@ impl Dataplane {
     /// tags match. (An error the fast reader took looks only at the client-side index.)
     #[inline]
     fn prefetch_entries(&self, p: &mut Pre) {
-        if let Some(h) = p.lookup {
+        p.hint = Hint::NONE;
+        if let Some(h) = p.hash {
             let t = self.director.conns();
             p.hint = t.prefetch_in_entries(h);
             if p.out {
@@ -151,7 +203,9 @@ impl Dataplane {
     }
 
     /// Stage 1 for one frame: read, hash the lookup key, prefetch its index buckets; what it
-    /// learned goes to `pre` (written in place: a returned `Pre` went through the stack).
+    /// learned goes to `pre`, every field but `hint` (stage 2's) written: `pre` may still hold
+    /// a frame of an earlier round. (Written in place: a returned `Pre` went through the
+    /// stack, and resetting the whole of it first cost 17 instructions per frame.)
     #[inline(always)]
     fn prefetch_buckets(&self, f: &Frame, pre: &mut Pre) {
         // Called directly, not through `Dataplane::fast`: handed over as a function, the reader
@@ -167,8 +221,8 @@ impl Dataplane {
                     let h = self.director.conns().flow_hash(&e.flow);
                     self.director.conns().prefetch_in(h);
                     pre.read = Read::Error(e);
-                    pre.own = Some(h);
-                    pre.lookup = Some(h);
+                    pre.hash = Some(h);
+                    pre.out = false;
                 }
                 None => self.prefetch_buckets_parsed(f, pre),
             }
@@ -188,14 +242,14 @@ impl Dataplane {
             t.prefetch_out(h);
         }
         pre.read = Read::Flow(flow);
-        pre.own = Some(h);
-        pre.lookup = Some(h);
+        pre.hash = Some(h);
     }
 
     /// [`Dataplane::prefetch_buckets`] of a frame the fast reader declined: the full parse.
-    /// (`pre` starts as [`Pre::NONE`].)
+    /// (`pre` may hold an earlier round's frame: every field is written.)
     #[inline(never)]
     fn prefetch_buckets_parsed(&self, f: &Frame, pre: &mut Pre) {
+        *pre = Pre::NONE;
         let parsed = parse_ethernet(f.data());
         let Some(ip) = parsed.as_ref().ok().and_then(|p| p.ip()) else {
             return;
@@ -244,7 +298,6 @@ impl Dataplane {
         t.prefetch_out(h);
         pre.out = true;
         // Handed on to the lookup: of the frame's own key, or of an ICMP error's quoted flow.
-        pre.own = Some(h);
-        pre.lookup = Some(h);
+        pre.hash = Some(h);
     }
 }
