@@ -89,6 +89,8 @@ pub const MAX_ENTRIES: usize = (u32::MAX - 1) as usize;
 const MIN_GROW: usize = 64;
 
 const META_C6: u8 = 1;
+/// Dest address family: IPv6.
+const META_D6: u8 = 2;
 const META_FWD_SHIFT: u32 = 4;
 
 #[inline]
@@ -226,10 +228,11 @@ pub struct Hot {
     pub fwd: FwdMethod,
     /// The dest's id in the director's arena.
     pub dest: u32,
-    /// Dest address (RIP).
-    pub daddr: IpAddr,
-    /// The dest address's interned id ([`ConnTable::interned`] gives it back).
+    /// The dest address's (RIP's) interned id ([`ConnTable::interned`] gives the address): an
+    /// id, not an `IpAddr`, so that a packet that needs no address (DR) builds none.
     pub daddr_id: u32,
+    /// True when the dest address is IPv6.
+    pub daddr_v6: bool,
     /// Dest port.
     pub dport: u16,
 }
@@ -289,7 +292,7 @@ struct Entry {
     protocol: u8,
     state: ConnState,
     flags: ConnFlags,
-    /// Client address family (`META_C6`) and forwarding method.
+    /// Client and dest address families (`META_C6`, `META_D6`) and forwarding method.
     meta: u8,
 }
 
@@ -1014,7 +1017,9 @@ impl ConnTable {
             protocol: key.protocol,
             state: conn.state,
             flags: conn.flags,
-            meta: (u8::from(key.src6) * META_C6) | (fwd_bits << META_FWD_SHIFT),
+            meta: (u8::from(key.src6) * META_C6)
+                | (u8::from(d6) * META_D6)
+                | (fwd_bits << META_FWD_SHIFT),
         };
         let in_out = e.in_out_index();
         let out_h = if in_out {
@@ -1258,8 +1263,8 @@ impl ConnTable {
             state: e.state,
             fwd: e.fwd(),
             dest: e.dest,
-            daddr: self.addrs.ip(e.daddr),
             daddr_id: e.daddr,
+            daddr_v6: e.meta & META_D6 != 0,
             dport: e.dport,
         }
     }
@@ -2063,6 +2068,16 @@ mod tests {
         assert_eq!(t.lookup_in(&k6), Some(b));
         assert_eq!(t.get(a), Some(c4));
         assert_eq!(t.get(b), Some(c6));
+        // What a packet reads in place: the dest's family and interned address included.
+        for (id, c) in [(a, c4), (b, c6)] {
+            let h = t.hot(id).unwrap();
+            assert_eq!(h.daddr_v6, c.daddr.is_ipv6());
+            assert_eq!(t.interned(h.daddr_id), c.daddr);
+            assert_eq!(
+                (h.dport, h.dest, h.fwd, h.state),
+                (c.dport, c.dest, c.fwd, c.state)
+            );
+        }
         // Same bytes, other family: not the same key.
         let mapped = FlowKey {
             src: "c633:6401::".parse().unwrap(),

@@ -1065,7 +1065,7 @@ impl Director {
         let c = self.account_hot(id, dir, tcp_flags, bytes, now)?;
         Ok(Forward {
             conn: id,
-            daddr: c.daddr,
+            daddr: self.conns.interned(c.daddr_id),
             dport: c.dport,
             fwd: c.fwd,
             dest: DestId(c.dest),

@@ -80,6 +80,19 @@ impl DataplaneCounters {
     }
 }
 
+/// Where the last processed packet was forwarded ([`Dataplane::last_dest`]).
+#[derive(Debug, Clone, Copy)]
+enum LastDest {
+    /// Not forwarded to a dest.
+    None,
+    /// To this address and port.
+    Addr(IpAddr, u16),
+    /// To the connection table's interned address `id` and this port: what the fast paths
+    /// store (an `IpAddr` written per packet cost ~10 instructions). Valid while an entry holds
+    /// the id: settled into `Addr` before anything that may remove entries.
+    Interned(u32, u16),
+}
+
 /// The dataplane: the director's state plus the fragment buffers and counters.
 #[derive(Debug)]
 pub struct Dataplane {
@@ -102,7 +115,7 @@ pub struct Dataplane {
     fast_paths: bool,
     /// `process_burst`'s per-round state, kept between calls (built once, not per call).
     rings: Option<Box<burst::Rings>>,
-    last_dest: Option<(IpAddr, u16)>,
+    last_dest: LastDest,
     /// The time of the packet being processed (for the rate limiters).
     now: Time,
     /// Generated ICMP: global bucket and per destination.
@@ -155,7 +168,7 @@ impl Dataplane {
             refragment: false,
             fast_paths: true,
             rings: None,
-            last_dest: None,
+            last_dest: LastDest::None,
             now: 0,
             gen_global: TokenBucket::full(50, 0),
             gen_per_dest: KeyedLimiter::new(DEFAULT_MAX_KEYS),
@@ -173,6 +186,7 @@ impl Dataplane {
 
     /// The director state, for control-plane changes.
     pub fn director_mut(&mut self) -> &mut Director {
+        self.settle_last_dest();
         &mut self.director
     }
 
@@ -183,7 +197,19 @@ impl Dataplane {
 
     /// The dest (address, port) the last processed packet was forwarded to, if any.
     pub fn last_dest(&self) -> Option<(IpAddr, u16)> {
-        self.last_dest
+        match self.last_dest {
+            LastDest::None => None,
+            LastDest::Addr(a, p) => Some((a, p)),
+            LastDest::Interned(id, p) => Some((self.director.interned_addr(id), p)),
+        }
+    }
+
+    /// Give `last_dest` its address before the table may change: an interned id stays valid
+    /// only while an entry holds it.
+    fn settle_last_dest(&mut self) {
+        if let LastDest::Interned(id, p) = self.last_dest {
+            self.last_dest = LastDest::Addr(self.director.interned_addr(id), p);
+        }
     }
 
     /// Counters.
@@ -198,6 +224,7 @@ impl Dataplane {
 
     /// Periodic work: expire connections and fragment buffers, update rate estimates.
     pub fn housekeeping(&mut self, now: Time) {
+        self.settle_last_dest();
         self.director.expire(now);
         self.director.estimate_rates(now);
         self.tracker.expire(now);
@@ -297,7 +324,7 @@ impl Dataplane {
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         self.counters.rx += 1;
-        self.last_dest = None;
+        self.last_dest = LastDest::None;
         self.now = now;
         let ip = f.ip_info();
         let appended = extra.len();
@@ -321,7 +348,7 @@ impl Dataplane {
         let (cid, hot) = self.director.conn_in_hit(probe, now)?;
         // (A NAT dest of the other family would make the full path's rewrite fail.)
         if hot.fwd == FwdMethod::Tunnel
-            || (hot.fwd == FwdMethod::Masq && hot.daddr.is_ipv6() != f.v6)
+            || (hot.fwd == FwdMethod::Masq && hot.daddr_v6 != f.v6)
             || !self.director.dest_is_live(DestId(hot.dest))
         {
             return None;
@@ -334,12 +361,13 @@ impl Dataplane {
         if hot.fwd == FwdMethod::Masq {
             let ip = f.ip_info();
             // Cannot fail: the fast reader checked the L4 header whole, the family was checked.
-            xmit::nat_rewrite(data, &ip, NatSide::Destination, hot.daddr, hot.dport);
+            let daddr = self.director.interned_addr(hot.daddr_id);
+            xmit::nat_rewrite(data, &ip, NatSide::Destination, daddr, hot.dport);
         }
         self.counters.rx += 1;
         self.counters.forwarded += 1;
         self.now = now;
-        self.last_dest = Some((hot.daddr, hot.dport));
+        self.last_dest = LastDest::Interned(hot.daddr_id, hot.dport);
         Some(hot.daddr_id)
     }
 
@@ -368,7 +396,7 @@ impl Dataplane {
     #[inline(never)]
     fn unparsed(&mut self, e: rvs_wire::WireError, now: Time) -> Verdict {
         self.counters.rx += 1;
-        self.last_dest = None;
+        self.last_dest = LastDest::None;
         self.now = now;
         match e {
             // An ICMP message shorter than its 8-byte header is an ICMP drop, named as such.
@@ -397,7 +425,7 @@ impl Dataplane {
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         self.counters.rx += 1;
-        self.last_dest = None;
+        self.last_dest = LastDest::None;
         self.now = now;
         let Net::Ip(ip) = &parsed.net else {
             return self.local();
@@ -640,7 +668,7 @@ impl Dataplane {
         if let Some(v) = self.ttl_check(frame, ip) {
             return v;
         }
-        self.last_dest = Some((fwd.daddr, fwd.dport));
+        self.last_dest = LastDest::Addr(fwd.daddr, fwd.dport);
         // Before the rewrite: a too-big error quotes the packet as it arrived (the tunnel
         // checks against its own, smaller, limit).
         if fwd.fwd != FwdMethod::Tunnel

@@ -21,7 +21,7 @@ use rvs_wire::parse::{IpInfo, Transport, proto};
 use rvs_wire::quote::{self, IcmpError};
 use rvs_wire::rewrite::IcmpPacket;
 
-use super::{Dataplane, ORIGIN_TTL};
+use super::{Dataplane, LastDest, ORIGIN_TTL};
 use crate::frame::Frame;
 use crate::verdict::{DropReason, Tx, Verdict};
 use crate::xmit::{self, IcmpNat};
@@ -387,20 +387,21 @@ impl Dataplane {
         if let Some(v) = self.ttl_check(frame, ip) {
             return v;
         }
-        self.last_dest = Some((conn.daddr, conn.dport));
+        let daddr = self.director.interned_addr(conn.daddr_id);
+        self.last_dest = LastDest::Addr(daddr, conn.dport);
         match conn.fwd {
             FwdMethod::DirectRoute => {
                 xmit::decrement_ttl(frame.data_mut(), ip);
-                self.fit_mtu(frame, ip, conn.daddr, extra)
+                self.fit_mtu(frame, ip, daddr, extra)
             }
-            FwdMethod::Tunnel => self.tunnel(frame, ip, conn.daddr, now, extra),
+            FwdMethod::Tunnel => self.tunnel(frame, ip, daddr, now, extra),
             FwdMethod::Masq => {
                 let data = frame.data_mut();
                 xmit::decrement_ttl(data, ip);
-                if !xmit::nat_icmp_error(data, ip, IcmpNat::ToDest, conn.daddr, conn.dport) {
+                if !xmit::nat_icmp_error(data, ip, IcmpNat::ToDest, daddr, conn.dport) {
                     return self.icmp_drop(v6, t, c, DropReason::IcmpMalformed);
                 }
-                self.fit_mtu(frame, ip, conn.daddr, extra)
+                self.fit_mtu(frame, ip, daddr, extra)
             }
         }
     }
@@ -441,7 +442,7 @@ impl Dataplane {
         let probe = self.director.conns().probe_flow(f, hash, hint);
         let (_, hot) = self.director.conn_in_hit(&probe, now)?;
         if hot.fwd == FwdMethod::Tunnel
-            || (hot.fwd == FwdMethod::Masq && hot.daddr.is_ipv6() != v6)
+            || (hot.fwd == FwdMethod::Masq && hot.daddr_v6 != v6)
             || !self
                 .director
                 .dest_is_live(rvs_core::director::DestId(hot.dest))
@@ -458,18 +459,25 @@ impl Dataplane {
         self.icmp_counters.count(v6, t, c, IcmpOutcome::Received);
         let per_sec = self.settings().icmp_forward_per_sec;
         if per_sec > 0 && !self.fwd_per_src.take(ip.src, per_sec, per_sec, now) {
-            self.last_dest = None;
+            self.last_dest = LastDest::None;
             return Some(Err(self.icmp_drop(v6, t, c, DropReason::IcmpRateLimited)));
         }
         self.icmp_counters
             .count(v6, t, c, IcmpOutcome::Forwarded(hot.fwd));
-        self.last_dest = Some((hot.daddr, hot.dport));
+        self.last_dest = LastDest::Interned(hot.daddr_id, hot.dport);
         let data = frame.data_mut();
         xmit::decrement_ttl_flow(data, f);
         // The quote as the reader found it: no options or extension headers, all captured.
         let quote = (f.ip_header_len(), f.protocol, ip.l4_len - 8);
         if hot.fwd == FwdMethod::Masq
-            && !xmit::nat_icmp_error_quoted(data, &ip, quote, IcmpNat::ToDest, hot.daddr, hot.dport)
+            && !xmit::nat_icmp_error_quoted(
+                data,
+                &ip,
+                quote,
+                IcmpNat::ToDest,
+                self.director.interned_addr(hot.daddr_id),
+                hot.dport,
+            )
         {
             return Some(Err(self.icmp_drop(v6, t, c, DropReason::IcmpMalformed)));
         }
