@@ -692,6 +692,19 @@ impl Director {
         self.conns.hit_in(p, now)
     }
 
+    /// [`Director::conn_in_hit`] of a fast-read frame, its key compared in place
+    /// ([`ConnTable::hit_in_flow`]).
+    #[inline(always)]
+    pub fn conn_in_hit_flow(
+        &self,
+        f: &rvs_wire::flow::Flow,
+        hash: u64,
+        hint: crate::conn::Hint,
+        now: Time,
+    ) -> Option<(ConnId, Hot)> {
+        self.conns.hit_in_flow(f, hash, hint, now)
+    }
+
     /// [`Director::conn_out_live`] of a [`ConnTable::probe`].
     #[inline]
     pub fn conn_out_live_probe(&mut self, p: &Probe, now: Time) -> Option<ConnId> {

@@ -282,12 +282,15 @@ impl Dataplane {
             }
             return self.process_hashed(frame, None, now, extra);
         };
-        let probe = self.director.conns().probe_flow(&f, None, Hint::NONE);
-        match self.fast_in(frame, &f, &probe, now) {
+        let h = self.director.conns().flow_hash(&f);
+        match self.fast_in(frame, &f, h, Hint::NONE, now) {
             Some(hop) => Verdict::Transmit {
                 next_hop: self.director.interned_addr(hop),
             },
-            None => self.process_flow(frame, &f, &probe, now, extra),
+            None => {
+                let probe = self.director.conns().probe_flow(&f, Some(h), Hint::NONE);
+                self.process_flow(frame, &f, &probe, now, extra)
+            }
         }
     }
 
@@ -341,11 +344,18 @@ impl Dataplane {
     /// annotate` put a third of a packet's time on the store-forwarding stalls of those
     /// moves; BENCHMARKS.md, issue 3.)
     #[inline(always)]
-    fn fast_in(&mut self, frame: &mut Frame, f: &Flow, probe: &Probe, now: Time) -> Option<u32> {
+    fn fast_in(
+        &mut self,
+        frame: &mut Frame,
+        f: &Flow,
+        hash: u64,
+        hint: Hint,
+        now: Time,
+    ) -> Option<u32> {
         if f.ttl <= 1 || f.ip_len > self.cfg.mtu {
             return None;
         }
-        let (cid, hot) = self.director.conn_in_hit(probe, now)?;
+        let (cid, hot) = self.director.conn_in_hit_flow(f, hash, hint, now)?;
         // (A NAT dest of the other family would make the full path's rewrite fail.)
         if hot.fwd == FwdMethod::Tunnel
             || (hot.fwd == FwdMethod::Masq && hot.daddr_v6 != f.v6)

@@ -157,12 +157,16 @@ impl Dataplane {
             // stalled on store forwarding).
             match &p.read {
                 Read::Flow(flow) => {
-                    let probe = self.director.conns().probe_flow(flow, p.hash, p.hint);
-                    if let Some(hop) = self.fast_in(f, flow, &probe, now) {
+                    // (Stage 1 hashed every frame it read.)
+                    let h = p
+                        .hash
+                        .unwrap_or_else(|| self.director.conns().flow_hash(flow));
+                    if let Some(hop) = self.fast_in(f, flow, h, p.hint, now) {
                         verdicts.push(Verdict::Transmit {
                             next_hop: self.director.interned_addr(hop),
                         });
                     } else {
+                        let probe = self.director.conns().probe_flow(flow, Some(h), p.hint);
                         let v = self.process_flow(f, flow, &probe, now, extra);
                         verdicts.push(v);
                     }

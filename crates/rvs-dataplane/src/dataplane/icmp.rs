@@ -439,8 +439,8 @@ impl Dataplane {
                 return None;
             }
         }
-        let probe = self.director.conns().probe_flow(f, hash, hint);
-        let (_, hot) = self.director.conn_in_hit(&probe, now)?;
+        let h = hash.unwrap_or_else(|| self.director.conns().flow_hash(f));
+        let (_, hot) = self.director.conn_in_hit_flow(f, h, hint, now)?;
         if hot.fwd == FwdMethod::Tunnel
             || (hot.fwd == FwdMethod::Masq && hot.daddr_v6 != v6)
             || !self
