@@ -1176,7 +1176,7 @@ impl ConnTable {
     }
 
     /// First stage of a burst lookup: start loading the in-index bucket of hash `h` into L2
-    /// (the lookup comes a few hundred ns later; see [`index::prefetch_l2`]).
+    /// (the lookup comes a few hundred ns later; `conn/index.rs` explains why not L1).
     #[inline]
     pub fn prefetch_in(&self, h: u64) {
         self.idx_in.prefetch_far(h);
