@@ -13,7 +13,7 @@ use hashbrown::HashMap;
 use rvs_wire::parse::FlowKey;
 
 use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, FullPolicy, Hot, InsertError, Probe};
-use crate::proto::{ConnState, Direction, Timeouts, is_active};
+use crate::proto::{ConnState, Direction, TcpState, Timeouts, is_active};
 use crate::rules::{DestSpec, Rule, ServiceSpec};
 use crate::sched::{SchedFlow, Scheduler, new_scheduler};
 use crate::settings::{ExpiredReply, FullPolicyName, Settings};
@@ -674,6 +674,35 @@ impl Director {
     pub fn conn_in_live_probe(&mut self, p: &Probe, now: Time) -> Option<ConnId> {
         let id = self.conns.lookup_in_probe(p)?;
         self.live(id, now)
+    }
+
+    /// [`Director::conn_in_live_probe`] of a client → VIP segment with TCP `flags` (0 for UDP),
+    /// with IPVS's `conn_reuse_mode` ([`Settings::conn_reuse_mode`]): a SYN that finds its
+    /// connection ended (TIME_WAIT, CLOSE; FIN_WAIT of a DR or TUN connection with bit 2)
+    /// expires it at once and gets `None`, so that the SYN is scheduled as a new connection
+    /// rather than reopening the old one on its old dest.
+    pub fn conn_in_live_reuse(&mut self, p: &Probe, flags: u8, now: Time) -> Option<ConnId> {
+        use rvs_wire::parse::tcp_flags::{ACK, RST, SYN};
+        let id = self.conn_in_live_probe(p, now)?;
+        let mode = self.settings.conn_reuse_mode;
+        if mode == 0 || flags & (SYN | ACK | RST) != SYN {
+            return Some(id);
+        }
+        let c = self.conns.get(id)?;
+        let ended = match c.state {
+            ConnState::Tcp(TcpState::TimeWait | TcpState::Close) => mode & 1 != 0,
+            ConnState::Tcp(TcpState::FinWait) => mode & 2 != 0 && c.fwd != FwdMethod::Masq,
+            _ => false,
+        };
+        if !ended || c.control.is_some() {
+            return Some(id);
+        }
+        // Expired now, as a timeout would (not controlled: no template to refresh).
+        if let Some(c) = self.conns.remove(id) {
+            self.counters.expired += 1;
+            self.unbind(&c);
+        }
+        None
     }
 
     /// [`Director::conn_out`] with the same treatment of run-out timers.

@@ -156,6 +156,12 @@ pub struct Settings {
     /// `expire_quiescent_template` (default false): persistence templates pointing at a dest of
     /// weight 0 expire at their next use, so persistent clients move to a live dest.
     pub expire_quiescent_template: bool,
+    /// `conn_reuse_mode` (default 1, as IPVS): bit 1 set, a SYN (without ACK or RST) that finds
+    /// its connection in TIME_WAIT or CLOSE — a client reusing the port of a connection that
+    /// has ended — expires that connection at once and is scheduled anew, instead of
+    /// reopening it on its old dest; bit 2 set, also a DR or TUN connection in FIN_WAIT.
+    /// Connections a persistence template controls are never rescheduled. 0 turns it off.
+    pub conn_reuse_mode: u32,
     /// `schedule_icmp` (default false): schedule ICMP errors about no known connection like a
     /// new connection (IPVS) instead of handing them to the host.
     pub schedule_icmp: bool,
@@ -234,6 +240,7 @@ impl Default for Settings {
         Settings {
             expire_nodest_conn: false,
             expire_quiescent_template: false,
+            conn_reuse_mode: 1,
             schedule_icmp: false,
             pmtu_disc: true,
             conn_tab_max: DEFAULT_CONN_TAB_MAX,
@@ -282,6 +289,7 @@ impl Settings {
     pub const NAMES: &'static [&'static str] = &[
         "expire_nodest_conn",
         "expire_quiescent_template",
+        "conn_reuse_mode",
         "schedule_icmp",
         "pmtu_disc",
         "conn_tab_max",
@@ -312,6 +320,7 @@ impl Settings {
             "expire_quiescent_template" => {
                 self.expire_quiescent_template = parse_bool("expire_quiescent_template", v)?;
             }
+            "conn_reuse_mode" => self.conn_reuse_mode = parse_u32("conn_reuse_mode", v, 0, 3)?,
             "schedule_icmp" => self.schedule_icmp = parse_bool("schedule_icmp", v)?,
             "pmtu_disc" => self.pmtu_disc = parse_bool("pmtu_disc", v)?,
             "conn_tab_max" => {
@@ -374,6 +383,7 @@ impl Settings {
         Some(match name {
             "expire_nodest_conn" => self.expire_nodest_conn.to_string(),
             "expire_quiescent_template" => self.expire_quiescent_template.to_string(),
+            "conn_reuse_mode" => self.conn_reuse_mode.to_string(),
             "schedule_icmp" => self.schedule_icmp.to_string(),
             "pmtu_disc" => self.pmtu_disc.to_string(),
             "conn_tab_max" => self.conn_tab_max.to_string(),

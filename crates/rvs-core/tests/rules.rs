@@ -1268,6 +1268,8 @@ fn settings_set_and_get() {
         ("expire_nodest_conn", "false", "false"),
         ("expire_quiescent_template", "TRUE", "true"),
         ("schedule_icmp", "true", "true"),
+        ("conn_reuse_mode", "3", "3"),
+        ("conn_reuse_mode", "0", "0"),
         ("pmtu_disc", "0", "false"),
         ("conn_tab_max", "4096", "4096"),
         ("conn_tab_max", " 1 ", "1"),
@@ -1300,7 +1302,7 @@ fn settings_set_and_get() {
         t.set(name, &s.get(name).unwrap()).unwrap();
     }
     assert_eq!(t, s);
-    assert_eq!(Settings::NAMES.len(), 20);
+    assert_eq!(Settings::NAMES.len(), 21);
 }
 
 #[test]
@@ -1316,6 +1318,11 @@ fn settings_errors_name_the_setting_and_accepted_values() {
             "schedule_icmp",
             "2",
             "invalid value \"2\" for setting schedule_icmp: expected 0, 1, true or false",
+        ),
+        (
+            "conn_reuse_mode",
+            "4",
+            "invalid value \"4\" for setting conn_reuse_mode: expected a whole number from 0 to 3",
         ),
         (
             "conn_tab_max",
@@ -1402,7 +1409,7 @@ fn settings_errors_name_the_setting_and_accepted_values() {
     assert_eq!(
         e.to_string(),
         "unknown setting \"timeout_tcp_fin\" (valid settings: expire_nodest_conn, expire_quiescent_template, \
-         schedule_icmp, pmtu_disc, conn_tab_max, conn_full_policy, timeout_tcp, timeout_tcpfin, timeout_udp, \
+         conn_reuse_mode, schedule_icmp, pmtu_disc, conn_tab_max, conn_full_policy, timeout_tcp, timeout_tcpfin, timeout_udp, \
          dest_trash_timeout, expired_reply, nodest_reply, hash_seed, icmp_msgs_per_sec, icmp_msgs_burst, icmp_ratelimit, icmp_forward_per_sec, icmp_forward, \
          icmp_small_mtu, icmp_echo_reply)"
     );

@@ -352,7 +352,8 @@ impl Dataplane {
         hint: Hint,
         now: Time,
     ) -> Option<u32> {
-        if f.ttl <= 1 || f.ip_len > self.cfg.mtu {
+        // (A SYN may have to end its connection and be scheduled anew: `conn_reuse_mode`.)
+        if f.ttl <= 1 || f.ip_len > self.cfg.mtu || f.tcp_flags & tcp_flags::SYN != 0 {
             return None;
         }
         let (cid, hot) = self.director.conn_in_hit_flow(f, hash, hint, now)?;
@@ -506,7 +507,7 @@ impl Dataplane {
         extra: &mut Vec<Tx>,
     ) -> Verdict {
         let len = ip.end() - ip.l3_offset;
-        if let Some(cid) = self.director.conn_in_live_probe(probe, now) {
+        if let Some(cid) = self.director.conn_in_live_reuse(probe, flags, now) {
             return self.forward_in(frame, ip, cid, flags, len, now, extra);
         }
         self.process_l4_miss(frame, ip, probe, flags, now, extra)

@@ -594,6 +594,66 @@ fn syn_after_expiry_schedules_a_new_connection() {
     }
 }
 
+/// (name, method, segments that end the connection, settings, dest the new SYN goes to)
+type ReuseCase = (
+    &'static str,
+    (&'static str, u16),
+    &'static [Seg],
+    &'static [(&'static str, &'static str)],
+    usize,
+);
+
+/// A client reusing the port of an ended connection (`conn_reuse_mode`, IPVS's semantics): a
+/// SYN on a connection in TIME_WAIT or CLOSE expires it and is scheduled anew (rr: the next
+/// dest); in FIN_WAIT, the last state a DR director sees, only with bit 2; with 0 never; a SYN
+/// on a live connection (a retransmission) never.
+#[test]
+fn syn_reusing_an_ended_connections_port_is_scheduled_anew() {
+    use Seg::{C, S};
+    #[rustfmt::skip]
+    let cases: &[ReuseCase] = &[
+        ("NAT TIME_WAIT", NAT, &[C("S"), S("SA"), C("A"), C("FA"), S("FA")], &[], 1),
+        ("NAT TIME_WAIT, conn_reuse_mode=0", NAT,
+            &[C("S"), S("SA"), C("A"), C("FA"), S("FA")], &[("conn_reuse_mode", "0")], 0),
+        ("NAT CLOSE (client RST)", NAT, &[C("S"), S("SA"), C("A"), C("RA")], &[], 1),
+        ("NAT ESTABLISHED (a retransmitted SYN)", NAT, &[C("S"), S("SA"), C("A")], &[], 0),
+        ("DR CLOSE (client RST)", DR, &[C("S"), C("A"), C("RA")], &[], 1),
+        ("DR FIN_WAIT", DR, &[C("S"), C("A"), C("FA"), C("A")], &[], 0),
+        ("DR FIN_WAIT, conn_reuse_mode=3", DR,
+            &[C("S"), C("A"), C("FA"), C("A")], &[("conn_reuse_mode", "3")], 1),
+        ("DR ESTABLISHED (a retransmitted SYN)", DR, &[C("S"), C("A")], &[], 0),
+    ];
+    for f in FAMS {
+        for &(case, m, steps, sets, want) in cases {
+            let name = format!("{} {case}", f.name);
+            let mut dp = dataplane(&rules(&f, m, false), sets);
+            let mut t = 10 * SEC;
+            for step in steps {
+                t += SEC;
+                let out = match *step {
+                    Seg::C(flags) => run(&mut dp, &client(&f, 47000, flags, 1000, 5001, b""), t),
+                    Seg::S(flags) => run(&mut dp, &server(&f, 0, 47000, flags), t),
+                };
+                assert!(
+                    matches!(out.verdict, Verdict::Transmit { .. }),
+                    "{name}: {out:?}"
+                );
+            }
+            let expired = dp.director().counters().expired;
+            let out = run(&mut dp, &client(&f, 47000, "S", 9000, 0, b""), t + SEC);
+            let fwd = forwarded(&f, m, want, 47000, "S", 9000, 0, b"");
+            assert_transmit(&format!("{name}: the new SYN"), &out, f.rip[want], &fwd);
+            let rescheduled = want == 1;
+            assert_eq!(
+                dp.director().counters().expired,
+                expired + u64::from(rescheduled),
+                "{name}: the old connection expired"
+            );
+            assert_eq!(dp.director().conns().len(), 1, "{name}: one connection");
+        }
+    }
+}
+
 #[test]
 fn full_table_refuses_or_evicts_the_entry_nearest_its_expiry() {
     assert_eq!(DropReason::TableFull.name(), "table_full");

@@ -672,6 +672,7 @@ macro_rules! raw_file {
 raw_file!(
     expire_nodest_conn,
     expire_quiescent_template,
+    conn_reuse_mode,
     schedule_icmp,
     pmtu_disc,
     conn_tab_max,

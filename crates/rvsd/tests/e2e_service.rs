@@ -309,7 +309,12 @@ fn balance(mode: Mode, fam: Family) {
     let what = format!("balance {mode:?} {fam:?}");
     let vip = lab.addrs().vip.get(fam);
     let svc = tcp_service(&lab, fam, 80);
-    let mut d = Daemon::start(&lab, &what, service_rules(&lab, fam, false, 80, "rr"), &[]);
+    // The client may reuse the port of an earlier phase's connection: its SYN must be
+    // scheduled by this phase's scheduler. In DR the director's last state of an ended
+    // connection is FIN_WAIT, which only bit 2 of `conn_reuse_mode` reschedules (IPVS's default,
+    // 1, reopens it on its old dest).
+    let rules = service_rules(&lab, fam, false, 80, "rr");
+    let mut d = Daemon::start(&lab, &what, rules, &[("conn_reuse_mode", "3")]);
     let client = lab.client().unwrap();
 
     // rr: exactly 100 each.

@@ -116,20 +116,15 @@ fn tag_of(h: u64) -> u16 {
 /// can only overlap its cache misses if it can name the lines it will need, and no safe API
 /// (nor crate) offers a prefetch.
 #[inline(always)]
-#[allow(unsafe_code)]
 pub(super) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address (even an invalid
-    // one), and changes no architectural state; SSE is always present on x86_64.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
+    prefetch_hint::<{ core::arch::x86_64::_MM_HINT_T0 }, T>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
 
 /// Hint the CPU to bring the cache line at `p` into L2 only: for a line needed a few hundred
-/// ns from now (no effect on program state; `unsafe` as [`prefetch`] explains).
+/// ns from now (no effect on program state; `unsafe` inside as [`prefetch`] explains).
 ///
 /// Measured on the 2-vCPU EPYC VM: a burst pipeline whose first stage runs two rounds ahead
 /// was 40 % slower than no pipeline with PREFETCHT0 there, and a third faster with PREFETCHT1.
@@ -137,16 +132,23 @@ pub(super) fn prefetch<T>(p: *const T) {
 /// far-ahead L1 prefetches stall the loads and prefetches that are due now; one to L2 does
 /// not hold them for the whole DRAM round trip.
 #[inline(always)]
-#[allow(unsafe_code)]
 pub(super) fn prefetch_l2<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT1 is a hint: it never faults, whatever the address (even an invalid
-    // one), and changes no architectural state; SSE is always present on x86_64.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p.cast());
-    }
+    prefetch_hint::<{ core::arch::x86_64::_MM_HINT_T1 }, T>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// `_mm_prefetch` with hint `H` (`_MM_HINT_T0`, `_MM_HINT_T1`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch_hint<const H: i32, T>(p: *const T) {
+    // SAFETY: PREFETCHh is a hint: it never faults, whatever the address (even an invalid
+    // one), and changes no architectural state; SSE is always present on x86_64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<H>(p.cast());
+    }
 }
 
 /// A bucketised hash index from a 64-bit hash to slab indexes (`u32`).
