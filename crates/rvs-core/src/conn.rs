@@ -1259,19 +1259,11 @@ impl ConnTable {
         (e.generation == id.generation.get()).then(|| self.hot_of(e))
     }
 
-    /// [`ConnTable::lookup_in_probe`] and [`ConnTable::hot`] in one read of the entry, `None`
-    /// also when the entry's timer ran out (`expires <= now`).
-    #[inline(always)]
-    pub fn hit_in(&self, p: &Probe, now: Time) -> Option<(ConnId, Hot)> {
-        let id = self.lookup_in_probe(p)?;
-        let e = self.slab.get(id.index as usize)?;
-        (e.expires > now).then(|| (id, self.hot_of(e)))
-    }
-
-    /// [`ConnTable::hit_in`] of [`ConnTable::probe_flow`]`(f, Some(hash), hint)`, without
-    /// building the probe: the hinted slot is compared with the frame's fields in place (the
-    /// probe's copy of the key cost ~14 instructions per packet); the index is asked only when
-    /// the hint fails.
+    /// [`ConnTable::lookup_in_probe`] of [`ConnTable::probe_flow`]`(f, Some(hash), hint)` and
+    /// [`ConnTable::hot`] in one read of the entry, `None` also when the entry's timer ran out
+    /// (`expires <= now`). The probe is not built: the hinted slot is compared with the frame's
+    /// fields in place (the probe's copy of the key cost ~14 instructions per packet), and the
+    /// index is asked only when the hint fails.
     #[inline(always)]
     pub fn hit_in_flow(&self, f: &Flow, hash: u64, hint: Hint, now: Time) -> Option<(ConnId, Hot)> {
         let id = match self.slab.get(hint.0 as usize) {

@@ -712,17 +712,11 @@ impl Director {
         self.live(id, now)
     }
 
-    /// The live connection of a client → VIP packet and the fields a packet of it needs, with
-    /// no side effect: `None` both when there is none and when its timer ran out (which
-    /// [`Director::conn_in_live_probe`] then handles). For the dataplane's fast paths, which
-    /// must leave every unusual case to the full path untouched.
-    #[inline(always)]
-    pub fn conn_in_hit(&self, p: &Probe, now: Time) -> Option<(ConnId, Hot)> {
-        self.conns.hit_in(p, now)
-    }
-
-    /// [`Director::conn_in_hit`] of a fast-read frame, its key compared in place
-    /// ([`ConnTable::hit_in_flow`]).
+    /// The live connection of a fast-read client → VIP frame and the fields a packet of it
+    /// needs ([`ConnTable::hit_in_flow`]), with no side effect: `None` both when there is none
+    /// and when its timer ran out (which [`Director::conn_in_live_probe`] then handles). For
+    /// the dataplane's fast paths, which must leave every unusual case to the full path
+    /// untouched.
     #[inline(always)]
     pub fn conn_in_hit_flow(
         &self,
@@ -1116,7 +1110,7 @@ impl Director {
 
     /// Account a client → VIP packet of a connection as [`Director::conn_packet_in`] does (state,
     /// timer, counters), for a caller that has just read its fields `hot`
-    /// ([`Director::conn_in_hit`]) and found its dest live ([`Director::dest_is_live`]),
+    /// ([`Director::conn_in_hit_flow`]) and found its dest live ([`Director::dest_is_live`]),
     /// nothing having changed since: the entry is not read nor the dest checked again.
     #[inline(always)]
     pub fn conn_account_in(
