@@ -697,11 +697,7 @@ impl Director {
         if !ended || c.control.is_some() {
             return Some(id);
         }
-        // Expired now, as a timeout would (not controlled: no template to refresh).
-        if let Some(c) = self.conns.remove(id) {
-            self.counters.expired += 1;
-            self.unbind(&c);
-        }
+        self.expire_now(id, now);
         None
     }
 
@@ -741,12 +737,18 @@ impl Director {
         if expires > now {
             return Some(id);
         }
+        self.expire_now(id, now);
+        None
+    }
+
+    /// End connection `id` as its timeout would: removed, counted as expired, unbound from its
+    /// dest, its template (if any) given a fresh period.
+    fn expire_now(&mut self, id: ConnId, now: Time) {
         if let Some(c) = self.conns.remove(id) {
             self.counters.expired += 1;
             self.unbind(&c);
             self.refresh_template(&c, c.expires.min(now), now);
         }
-        None
     }
 
     /// The client side of a connection (caddr:cport → vaddr:vport), without decoding the rest.
