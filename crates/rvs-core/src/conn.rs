@@ -1545,16 +1545,24 @@ impl ConnTable {
     }
 
     /// Make room in an index for one more entry (doubling it when it would pass its load
-    /// limit), before the entry is written to the slab.
+    /// limit), before the entry is written to the slab. The check is inlined into every
+    /// insert; the growth, rare, is not (as one call, the check cost ~30 instructions a SYN).
+    #[inline(always)]
     fn reserve(&mut self, which: Which) {
         let pending = if which == Which::Out {
             self.n_pending
         } else {
             0
         };
-        if !self.index(which).needs_grow(pending) {
-            return;
+        if self.index(which).needs_grow(pending) {
+            self.grow(which);
         }
+    }
+
+    /// [`ConnTable::reserve`]'s growth: double the index, rebuilt from the live entries.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, which: Which) {
         if which == Which::Out {
             // The rebuild below reads the index or the slab: pending entries join first.
             self.flush_out();
