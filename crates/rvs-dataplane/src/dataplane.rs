@@ -144,6 +144,14 @@ pub enum FragDecision {
 /// Default TTL / hop limit of packets the director originates.
 pub const ORIGIN_TTL: u8 = 64;
 
+/// The frame's link header (`..l3_offset`) and IP packet (`l3_offset..end`) where `ip`, the
+/// frame's own parse, found them. `None` only if `ip` were another frame's parse (a bug): the
+/// packet is then dropped as `malformed` instead of the director panicking on a slice index.
+#[inline]
+fn split_l3<'a>(data: &'a [u8], ip: &IpInfo) -> Option<(&'a [u8], &'a [u8])> {
+    Some((data.get(..ip.l3_offset)?, data.get(ip.l3_offset..ip.end())?))
+}
+
 fn first_of_family(addrs: &[IpAddr], v4: bool) -> Option<IpAddr> {
     addrs.iter().copied().find(|a| a.is_ipv4() == v4)
 }
@@ -748,8 +756,10 @@ impl Dataplane {
         next_hop: IpAddr,
         extra: &mut Vec<Tx>,
     ) -> Verdict {
-        let mut packet = frame.data()[ip.l3_offset..ip.end()].to_vec();
-        let link = &frame.data()[..ip.l3_offset];
+        let Some((link, packet)) = split_l3(frame.data(), ip) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let mut packet = packet.to_vec();
         let mut pieces = core::mem::take(&mut self.pieces);
         pieces.clear();
         let ok = if ip.is_ipv4() {
@@ -796,8 +806,9 @@ impl Dataplane {
         if let Some(v) = self.too_big_reply(frame, ip, limit, outer.is_some()) {
             return v;
         }
-        let data = frame.data();
-        let packet = &data[ip.l3_offset..ip.end()];
+        let Some((link, packet)) = split_l3(frame.data(), ip) else {
+            return self.drop(DropReason::Malformed);
+        };
         let df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
         // IPv4 without DF (or DF with pmtu_disc off in tunnel mode): fragment the packet.
         let mut pieces = core::mem::take(&mut self.pieces);
@@ -813,7 +824,7 @@ impl Dataplane {
             self.pieces = pieces;
             return self.drop(DropReason::TooBig);
         }
-        let link = frame.data()[..ip.l3_offset].to_vec();
+        let link = link.to_vec();
         for piece in pieces.drain(..) {
             let mut bytes = link.clone();
             bytes.extend_from_slice(&piece);
@@ -871,7 +882,9 @@ impl Dataplane {
         limit: usize,
         tunnel: bool,
     ) -> Option<Verdict> {
-        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        let Some((_, packet)) = split_l3(frame.data(), ip) else {
+            return Some(self.drop(DropReason::Malformed));
+        };
         let df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
         if ip.is_ipv4() && !(df && (self.settings().pmtu_disc || !tunnel)) {
             return None;
@@ -937,7 +950,9 @@ impl Dataplane {
         let Some(src) = first_of_family(&self.cfg.addrs, daddr.is_ipv4()) else {
             return self.drop(DropReason::NoTunnelSource);
         };
-        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        let Some((_, packet)) = split_l3(frame.data(), ip) else {
+            return self.drop(DropReason::Malformed);
+        };
         let inner_df = ip.is_ipv4() && packet.get(6).is_some_and(|b| b & 0x40 != 0);
         // The inner TTL after the decrement below (`ttl_check` passed: it is at least 2).
         let ttl = ip.ttl.saturating_sub(1);
@@ -1011,12 +1026,16 @@ impl Dataplane {
     ) -> Verdict {
         let mut bytes = core::mem::take(&mut self.reply_buf);
         bytes.clear();
-        bytes.extend_from_slice(&frame.data()[..link]);
-        if link >= 2 {
-            let et: u16 = if to.is_ipv6() { 0x86dd } else { 0x0800 };
-            bytes[link - 2..link].copy_from_slice(&et.to_be_bytes());
+        let (Some(head), Some(reply)) = (frame.data().get(..link), self.scratch.get(..n)) else {
+            self.reply_buf = bytes;
+            return self.drop(DropReason::Malformed);
+        };
+        bytes.extend_from_slice(head);
+        if let Some(et) = link.checked_sub(2).and_then(|at| bytes.get_mut(at..link)) {
+            let t: u16 = if to.is_ipv6() { 0x86dd } else { 0x0800 };
+            et.copy_from_slice(&t.to_be_bytes());
         }
-        bytes.extend_from_slice(&self.scratch[..n]);
+        bytes.extend_from_slice(reply);
         frame.set(&bytes);
         self.reply_buf = bytes;
         Verdict::Reply { next_hop: to }
@@ -1053,7 +1072,9 @@ impl Dataplane {
     }
 
     fn reply_rst(&mut self, frame: &mut Frame, ip: &IpInfo) -> Verdict {
-        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        let Some((_, packet)) = split_l3(frame.data(), ip) else {
+            return self.drop(DropReason::Malformed);
+        };
         match build::tcp_rst(&mut self.scratch, packet, ORIGIN_TTL) {
             Ok(n) => self.replace_with_reply(frame, ip.l3_offset, ip.src, n),
             Err(_) => self.drop(DropReason::ReplyRefused),
@@ -1070,7 +1091,9 @@ impl Dataplane {
         let IpAddr::V4(dst) = ip.src else {
             return self.drop(DropReason::ReplyRefused);
         };
-        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        let Some((_, packet)) = split_l3(frame.data(), ip) else {
+            return self.drop(DropReason::Malformed);
+        };
         let n = match build::icmpv4_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
             Ok(n) => n,
             Err(_) => return self.drop(DropReason::ReplyRefused),
@@ -1088,7 +1111,9 @@ impl Dataplane {
         let IpAddr::V6(dst) = ip.src else {
             return self.drop(DropReason::ReplyRefused);
         };
-        let packet = &frame.data()[ip.l3_offset..ip.end()];
+        let Some((_, packet)) = split_l3(frame.data(), ip) else {
+            return self.drop(DropReason::Malformed);
+        };
         let n = match build::icmpv6_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
             Ok(n) => n,
             Err(_) => return self.drop(DropReason::ReplyRefused),
@@ -1153,7 +1178,10 @@ impl Dataplane {
                 .is_some_and(|c| c.fwd == FwdMethod::Masq)
             {
                 // NAT: reassemble this one and any held earlier.
-                let link = frame.data()[..ip.l3_offset].to_vec();
+                let Some((link, packet)) = split_l3(frame.data(), ip) else {
+                    return self.drop(DropReason::Malformed);
+                };
+                let (link, packet) = (link.to_vec(), packet.to_vec());
                 for h in held {
                     // Held fragments are whole frames; the reassembler takes IP packets.
                     let at = parse_ethernet(&h)
@@ -1163,7 +1191,6 @@ impl Dataplane {
                         self.reassemble_piece(&link, packet, now, extra);
                     }
                 }
-                let packet = frame.data()[ip.l3_offset..ip.end()].to_vec();
                 return self.reassemble_piece(&link, &packet, now, extra);
             }
             for h in held {
@@ -1180,8 +1207,10 @@ impl Dataplane {
                     .conn(cid)
                     .is_some_and(|c| c.fwd == FwdMethod::Masq)
                 {
-                    let link = frame.data()[..ip.l3_offset].to_vec();
-                    let packet = frame.data()[ip.l3_offset..ip.end()].to_vec();
+                    let Some((link, packet)) = split_l3(frame.data(), ip) else {
+                        return self.drop(DropReason::Malformed);
+                    };
+                    let (link, packet) = (link.to_vec(), packet.to_vec());
                     return self.reassemble_piece(&link, &packet, now, extra);
                 }
                 let len = ip.end() - ip.l3_offset;
@@ -1333,5 +1362,58 @@ impl Dataplane {
         let v = self.process_ip(frame, ip, None, now, extra);
         self.refragment = false;
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet + IPv4 + TCP frame with `payload` bytes of data.
+    fn tcp_frame(payload: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([192, 0, 2, 1], [203, 0, 113, 10], 64)
+            .tcp(40000, 80, 1, 1000)
+            .write(&mut v, &vec![0u8; payload])
+            .unwrap_or_default();
+        v
+    }
+
+    // The paths that copy or quote the packet take its bounds from `ip`. Handed the parse of
+    // a longer frame (a bug elsewhere), each drops the frame as malformed: no panic.
+    #[test]
+    fn a_parse_of_another_frame_is_dropped_not_a_panic() {
+        let long = tcp_frame(1000);
+        let parsed = parse_ethernet(&long).ok();
+        let Some(ip) = parsed.as_ref().and_then(|p| p.ip()).copied() else {
+            panic!("the long frame parses");
+        };
+        let cfg = DataplaneConfig {
+            addrs: vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2))],
+            ..DataplaneConfig::default()
+        };
+        let mut dp = Dataplane::new(Director::new(Settings::default()), cfg);
+        let short = tcp_frame(0);
+        let malformed = |v: &Verdict| matches!(v, Verdict::Drop(DropReason::Malformed));
+        let mut extra = Vec::new();
+        let mut f = Frame::from_bytes(&short);
+        assert!(malformed(&dp.reply_rst(&mut f, &ip)));
+        let mut f = Frame::from_bytes(&short);
+        let port = Icmpv4Error::DestUnreachable { code: 3 };
+        let vip = Ipv4Addr::new(203, 0, 113, 10);
+        assert!(malformed(&dp.reply_icmpv4(&mut f, &ip, vip, port)));
+        let mut f = Frame::from_bytes(&short);
+        let dest = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
+        assert!(malformed(&dp.tunnel(&mut f, &ip, dest, 0, &mut extra)));
+        let mut f = Frame::from_bytes(&short);
+        let v = dp.too_big(&mut f, &ip, 576, None, dest, &mut extra);
+        assert!(malformed(&v));
+        let f = Frame::from_bytes(&short);
+        assert!(malformed(
+            &dp.refragment_out(&f, &ip, 576, dest, &mut extra)
+        ));
+        assert!(extra.is_empty());
+        assert_eq!(dp.counters().drops(DropReason::Malformed), 5);
     }
 }

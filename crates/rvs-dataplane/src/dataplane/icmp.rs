@@ -277,7 +277,7 @@ impl Dataplane {
         let ours = for_vip || self.is_own_addr(ip.dst);
         // Read the quote first: whether the message is ours depends on what it quotes.
         let info = {
-            let msg = &frame.data()[l4..end];
+            let msg = frame.data().get(l4..end).unwrap_or_default();
             let r = if v6 {
                 quote::read_icmpv6_error(msg)
             } else {
@@ -487,7 +487,9 @@ impl Dataplane {
 
     /// Verify the ICMP checksum: ICMPv4 over the message, ICMPv6 with its pseudo-header.
     fn checksum_ok(&self, frame: &Frame, ip: &IpInfo, v6: bool) -> bool {
-        let msg = &frame.data()[ip.l4_offset..ip.end()];
+        let Some(msg) = frame.data().get(ip.l4_offset..ip.end()) else {
+            return false;
+        };
         let Ok(p) = IcmpPacket::new_checked(msg) else {
             return false;
         };
@@ -596,7 +598,7 @@ impl Dataplane {
         if !self.checksum_ok(frame, ip, v6) {
             return self.icmp_drop(v6, t, c, DropReason::IcmpBadChecksum);
         }
-        let msg = &frame.data()[ip.l4_offset..ip.end()];
+        let msg = frame.data().get(ip.l4_offset..ip.end()).unwrap_or_default();
         let e = if v6 {
             quote::read_icmpv6_error(msg)
         } else {
