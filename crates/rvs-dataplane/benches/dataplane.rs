@@ -1012,7 +1012,7 @@ fn benches(c: &mut Criterion) {
 }
 
 /// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`;
-/// WHAT is `established`, `reply`, `icmp`, `syn` or `lookup`):
+/// WHAT is `established`, `reply`, `icmp`, `too_big`, `syn` or `lookup`):
 /// no criterion, just COUNT frames of one benchmark after its setup, the time per frame printed
 /// — a fixed amount of work to run under `perf stat` (instructions and cycles per packet).
 fn probe(spec: &str) {
@@ -1044,7 +1044,7 @@ fn probe(spec: &str) {
         .unwrap_or(1);
     let mut times_all = vec![Vec::with_capacity(repeat); batches().len()];
     // Each input is built on the first run and kept for the repeats (untimed either way).
-    let (mut replies, mut errors, mut keys, mut syn) = (None, None, None, None);
+    let (mut replies, mut errors, mut keys, mut syn, mut big) = (None, None, None, None, None);
     // Several batch sizes: alternated run by run.
     let runs = (0..repeat.max(1)).flat_map(|_| batches().iter().copied().enumerate());
     for (slot, b) in runs {
@@ -1094,6 +1094,22 @@ fn probe(spec: &str) {
                     mode,
                 )
             }
+            "too_big" => {
+                // DF segments over the path MTU from the drawn flows (see `bench_icmp`): each
+                // answered with a generated frag-needed, rate limits lifted.
+                let big = big.get_or_insert_with(|| {
+                    lift_icmp_limits(&mut dp);
+                    let mut bytes = Vec::new();
+                    flows[..ICMP_DRAWS]
+                        .iter()
+                        .map(|&i| {
+                            big_df_frame(client(i, 1024), &mut bytes);
+                            bytes.clone()
+                        })
+                        .collect::<Vec<Vec<u8>>>()
+                });
+                drv.run(&mut dp, |i| &big[i], ICMP_DRAWS, &mut pos, count, NOW, mode)
+            }
             "lookup" => {
                 // The table alone: keys of the same draws, looked up one by one or in groups of
                 // BURST with the two prefetch stages.
@@ -1136,7 +1152,7 @@ fn probe(spec: &str) {
                 });
                 syn_loop(&mut dp, &mut drv, syns, n, *k, st, count, mode)
             }
-            _ => panic!("WHAT: established, reply, icmp, syn or lookup"),
+            _ => panic!("WHAT: established, reply, icmp, too_big, syn or lookup"),
         };
         let ns = t.as_nanos() as f64 / count as f64;
         eprintln!("probe {spec} batch {b}: {ns:.1} ns per frame");

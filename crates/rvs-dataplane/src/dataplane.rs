@@ -1056,9 +1056,12 @@ impl Dataplane {
         if !v6 {
             self.ident = self.ident.wrapping_add(1);
             let ident = self.ident;
-            if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(&mut self.scratch[..n]) {
+            let head = self.scratch.get_mut(..n).unwrap_or_default();
+            if let Ok(mut p) = rvs_wire::rewrite::Ipv4Packet::new_checked(head) {
+                // The builder's header checksum is right: adjust it for the new ID (RFC 1624).
+                let old = p.ident();
                 p.set_ident(ident);
-                p.fill_checksum();
+                p.set_checksum(rvs_wire::checksum::update16(p.checksum(), old, ident));
             }
         }
         let at = if v6 { 40 } else { 20 };
