@@ -54,7 +54,14 @@ impl TokenBucket {
 pub struct KeyedLimiter {
     buckets: HashMap<IpAddr, TokenBucket>,
     max_keys: usize,
+    /// When the map was last swept for stale buckets (see [`KeyedLimiter::take_every`]).
+    last_sweep: Option<u64>,
+    /// Sweeps done.
+    sweeps: u64,
 }
+
+/// The shortest time between two sweeps of a full [`KeyedLimiter`] (ns), whatever its rate.
+pub const MIN_SWEEP_GAP: u64 = 10_000_000;
 
 /// Default bound on per-address buckets.
 pub const DEFAULT_MAX_KEYS: usize = 16_384;
@@ -65,6 +72,8 @@ impl KeyedLimiter {
         KeyedLimiter {
             buckets: HashMap::new(),
             max_keys: max_keys.max(1),
+            last_sweep: None,
+            sweeps: 0,
         }
     }
 
@@ -74,9 +83,21 @@ impl KeyedLimiter {
     }
 
     /// Take a token for `key`, one per `interval` ns, up to `burst` stored.
+    ///
+    /// A new key that finds the map full makes it forget the buckets that have refilled
+    /// completely (they hold no information), and is refused if that makes no room. That
+    /// sweep walks the whole map, so it runs at most once per token interval (and never
+    /// twice within [`MIN_SWEEP_GAP`]): in between, new keys are refused at once. Otherwise a
+    /// flood from many sources (spoofed, say) against a map full of live buckets would pay a
+    /// walk of every bucket per packet.
     pub fn take_every(&mut self, key: IpAddr, interval: u64, burst: u32, now: u64) -> bool {
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
-            // Forget buckets that have refilled completely: they hold no information.
+            let gap = interval.max(MIN_SWEEP_GAP);
+            if self.last_sweep.is_some_and(|t| now.saturating_sub(t) < gap) {
+                return false;
+            }
+            self.last_sweep = Some(now);
+            self.sweeps += 1;
             let full_after = u64::from(burst.max(1)).saturating_mul(interval);
             self.buckets
                 .retain(|_, b| now.saturating_sub(b.last) < full_after);
@@ -88,6 +109,11 @@ impl KeyedLimiter {
             .entry(key)
             .or_insert_with(|| TokenBucket::full(burst, now))
             .take_every(interval, burst, now)
+    }
+
+    /// How many times a full map was swept for stale buckets.
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps
     }
 
     /// Number of buckets held.
@@ -143,5 +169,25 @@ mod tests {
         assert_eq!(l.len(), 2);
         assert!(l.take(c, 1, 1, 5 * SEC), "stale buckets make room");
         assert!(l.len() <= 2);
+    }
+
+    // A flood of new sources against a map full of live buckets: refused, and the map is
+    // walked once per token interval, not once per packet.
+    #[test]
+    fn full_map_is_swept_at_most_once_per_interval() {
+        let mut l = KeyedLimiter::new(100);
+        let key = |i: u32| IpAddr::from([198, 51, (i >> 8) as u8, i as u8]);
+        let per_sec = 10; // one token per 100 ms
+        assert!((0..100).all(|i| l.take(key(i), per_sec, 5, 0)));
+        // 10 000 new sources within the first 100 ms.
+        let ok = (0..10_000u32)
+            .filter(|&i| l.take(key(1000 + i), per_sec, 5, u64::from(i) * 10_000))
+            .count();
+        assert_eq!(ok, 0);
+        assert_eq!(l.sweeps(), 1);
+        // Once the buckets have refilled (5 tokens × 100 ms), a new source finds room.
+        assert!(l.take(key(50_000), per_sec, 5, 600_000_000));
+        assert_eq!(l.sweeps(), 2);
+        assert!(l.len() <= 100);
     }
 }
