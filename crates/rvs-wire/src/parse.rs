@@ -302,7 +302,7 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<ParsedFrame, WireError> {
 }
 
 /// Parse an Ethernet II frame through etherparse only (the reference the fast path is held to),
-/// with one correction: see [`later_ipv6_fragment`].
+/// with one correction: see `later_ipv6_fragment`.
 pub fn parse_ethernet_etherparse(frame: &[u8]) -> Result<ParsedFrame, WireError> {
     if let Some((vlan, off)) = fast::link(frame)
         && let Some(net) = later_ipv6_fragment(frame, off)
@@ -322,7 +322,7 @@ pub fn parse_network(ether_type: u16, packet: &[u8]) -> Result<ParsedFrame, Wire
 }
 
 /// Parse a network-layer packet through etherparse only (reference for [`parse_network`]),
-/// with the correction of [`later_ipv6_fragment`].
+/// with the correction of `later_ipv6_fragment`.
 pub fn parse_network_etherparse(ether_type: u16, packet: &[u8]) -> Result<ParsedFrame, WireError> {
     if ether_type == ethertype::IPV6
         && let Some(net) = later_ipv6_fragment(packet, 0)
