@@ -859,15 +859,8 @@ fn bench_icmp(
     n: usize,
     rng: &mut Rng,
 ) {
-    let mut bytes = Vec::with_capacity(2048);
     let draws: Vec<usize> = (0..ICMP_DRAWS).map(|_| rng.below(n)).collect();
-    let errors: Vec<Vec<u8>> = draws
-        .iter()
-        .map(|&i| {
-            frag_needed_frame(client(i, 1024), &mut bytes);
-            bytes.clone()
-        })
-        .collect();
+    let errors = frames_of(&draws, frag_needed_frame);
     lift_icmp_limits(dp);
     let mut g = c.benchmark_group(format!("icmp/{}", method.name()));
     g.throughput(Throughput::Elements(1));
@@ -948,13 +941,7 @@ fn bench_icmp(
         });
     }
     if method == Method::Dr {
-        let big: Vec<Vec<u8>> = draws
-            .iter()
-            .map(|&i| {
-                big_df_frame(client(i, 1024), &mut bytes);
-                bytes.clone()
-            })
-            .collect();
+        let big = frames_of(&draws, big_df_frame);
         let mut f = Frame::with_capacity(2048);
         f.set(&big[0]);
         let v = dp.process(&mut f, NOW, &mut Vec::new());
@@ -1009,6 +996,18 @@ fn benches(c: &mut Criterion) {
     for (name, n) in sizes() {
         bench_size(c, name, n, &mut rng, &syns);
     }
+}
+
+/// One frame per flow index of `flows` (its client at port 1024), built by `make`.
+fn frames_of(flows: &[usize], make: fn(SocketAddr, &mut Vec<u8>)) -> Vec<Vec<u8>> {
+    let mut bytes = Vec::new();
+    flows
+        .iter()
+        .map(|&i| {
+            make(client(i, 1024), &mut bytes);
+            bytes.clone()
+        })
+        .collect()
 }
 
 /// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`;
@@ -1075,14 +1074,7 @@ fn probe(spec: &str) {
                 // Frag-needed errors about the drawn flows (see `bench_icmp`), rate limits lifted.
                 let errors = errors.get_or_insert_with(|| {
                     lift_icmp_limits(&mut dp);
-                    let mut bytes = Vec::new();
-                    flows[..ICMP_DRAWS]
-                        .iter()
-                        .map(|&i| {
-                            frag_needed_frame(client(i, 1024), &mut bytes);
-                            bytes.clone()
-                        })
-                        .collect::<Vec<Vec<u8>>>()
+                    frames_of(&flows[..ICMP_DRAWS], frag_needed_frame)
                 });
                 drv.run(
                     &mut dp,
@@ -1099,14 +1091,7 @@ fn probe(spec: &str) {
                 // answered with a generated frag-needed, rate limits lifted.
                 let big = big.get_or_insert_with(|| {
                     lift_icmp_limits(&mut dp);
-                    let mut bytes = Vec::new();
-                    flows[..ICMP_DRAWS]
-                        .iter()
-                        .map(|&i| {
-                            big_df_frame(client(i, 1024), &mut bytes);
-                            bytes.clone()
-                        })
-                        .collect::<Vec<Vec<u8>>>()
+                    frames_of(&flows[..ICMP_DRAWS], big_df_frame)
                 });
                 drv.run(&mut dp, |i| &big[i], ICMP_DRAWS, &mut pos, count, NOW, mode)
             }
