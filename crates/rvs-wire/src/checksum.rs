@@ -276,6 +276,17 @@ pub fn update16(check: u16, old: u16, new: u16) -> u16 {
     apply(check, delta16(old, new))
 }
 
+/// The IPv4 header checksum after the TTL drops by one, i.e. its word (TTL, protocol) drops by
+/// 0x0100: [`update16`] in closed form, as Linux's `ip_decrease_ttl` — the checksum plus
+/// 0x0100 with end-around carry. Equal to `update16` for every checksum
+/// (`ttl_decrement_equals_update16` checks all of them), in about a fifth of its instructions;
+/// every forwarded IPv4 packet pays it.
+#[inline(always)]
+pub fn ttl_decrement(check: u16) -> u16 {
+    let c = u32::from(check) + 0x0100;
+    (c + u32::from(c >= 0xffff)) as u16
+}
+
 /// RFC 1624 incremental update for a 32-bit field (two adjacent 16-bit words, big-endian).
 #[inline(always)]
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
@@ -425,6 +436,25 @@ mod tests {
         let (fast, fast_rest) = sum_blocks(data);
         let (slow, slow_rest) = sum_blocks_portable(data);
         fold(fast) == fold(slow) && fast_rest == slow_rest
+    }
+
+    /// The closed form agrees with RFC 1624's general update for every checksum, and every TTL
+    /// (from 1) and protocol byte tried.
+    #[test]
+    fn ttl_decrement_equals_update16() {
+        for ttl in [1u8, 2, 3, 64, 128, 255] {
+            for proto in [1u8, 6, 17, 0xff] {
+                let old = u16::from_be_bytes([ttl, proto]);
+                let new = u16::from_be_bytes([ttl - 1, proto]);
+                for check in 0..=u16::MAX {
+                    assert_eq!(
+                        ttl_decrement(check),
+                        update16(check, old, new),
+                        "{check:#x}"
+                    );
+                }
+            }
+        }
     }
 
     // Past the point where one 32-bit SSE2 lane would overflow without the per-run flush

@@ -328,13 +328,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     ///
     /// Returns the new TTL; a TTL of 0 stays 0 (the caller must not forward it: RFC 1812 §5.3.1).
     pub fn decrement_ttl(&mut self) -> u8 {
-        let b = self.buffer.as_ref();
-        let old_word = u16::from_be_bytes([b[ipv4::TTL], b[ipv4::PROTOCOL]]);
-        let ttl = b[ipv4::TTL].saturating_sub(1);
-        self.set_ttl(ttl);
-        let new_word = u16::from_be_bytes([ttl, self.protocol()]);
-        self.set_checksum(checksum::update16(self.checksum(), old_word, new_word));
-        ttl
+        let ttl = self.ttl();
+        if ttl == 0 {
+            return 0;
+        }
+        self.set_ttl(ttl - 1);
+        self.set_checksum(checksum::ttl_decrement(self.checksum()));
+        ttl - 1
     }
 }
 
