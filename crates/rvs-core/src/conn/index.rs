@@ -110,9 +110,10 @@ fn tag_of(h: u64) -> u16 {
 /// Hint the CPU to bring the cache line at `p` into L1 (no effect on program state).
 ///
 /// `unsafe` only because `_mm_prefetch` is a `#[target_feature(enable = "sse")]` function,
-/// which Rust still marks unsafe to call although SSE is part of the x86_64 baseline. This and
-/// [`Bucket::matches`]' SSE2 compare (unsafe for the same reason) are the hot path's only
-/// exceptions to the rule that unsafe code lives in the daemon's I/O layer: a burst of packets
+/// which Rust still marks unsafe to call although SSE is part of the x86_64 baseline. This,
+/// [`Bucket::matches`]' SSE2 compare and `rvs_wire::checksum`'s SSE2 sum (unsafe for the same
+/// reason) are the hot path's only exceptions to the rule that unsafe code lives in the
+/// daemon's I/O layer: a burst of packets
 /// can only overlap its cache misses if it can name the lines it will need, and no safe API
 /// (nor crate) offers a prefetch.
 #[inline(always)]
