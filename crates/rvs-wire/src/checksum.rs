@@ -78,23 +78,38 @@ use sum_blocks_portable as sum_blocks;
 #[cfg(target_arch = "x86_64")]
 const SSE2_RUN: usize = 16 * 16_384;
 
-/// [`sum_blocks_portable`] with SSE2's `PMADDWD`: four instructions per 16 bytes (load, flip,
-/// multiply-add, add) where the portable loop, vectorised, takes about seven (it widens every
-/// 32-bit word to 64 bits). ICMP errors are checksummed whole before they are forwarded, and
-/// that sum was 30 % of an error's instructions (callgrind), hence this hand-written hot path.
+/// [`sum_blocks_portable`] with `PMADDWD`: four instructions per vector (load, flip,
+/// multiply-add, add) where the portable loop, vectorised, takes about seven per 16 bytes (it
+/// widens every 32-bit word to 64 bits). ICMP errors are checksummed whole before they are
+/// forwarded, and that sum was 30 % of an error's instructions (callgrind), hence this
+/// hand-written hot path.
 ///
-/// SSE2 is part of the x86_64 baseline, so the instructions are always there; Rust still marks
-/// calling a `#[target_feature]` function unsafe, which is this crate's one `unsafe` (the
-/// same exception as `rvs_core::conn`'s SSE2 tag compare and prefetches).
+/// With AVX2 (detected at run time; std caches the answer, so the test is one load) the kernel
+/// takes 32 bytes per vector, otherwise SSE2's 16. SSE2 is part of the x86_64 baseline, so its
+/// instructions are always there; Rust still marks calling a `#[target_feature]` function
+/// unsafe, which is this crate's only `unsafe` (the same exception as `rvs_core::conn`'s SSE2
+/// tag compare and prefetches).
 #[cfg(target_arch = "x86_64")]
 fn sum_blocks(data: &[u8]) -> (u64, &[u8]) {
+    sum_blocks_with(data, std::arch::is_x86_feature_detected!("avx2"))
+}
+
+/// [`sum_blocks`] with the kernel chosen by the caller: AVX2 only when `avx2` (the CPU has it).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn sum_blocks_with(data: &[u8], avx2: bool) -> (u64, &[u8]) {
     let whole = data.len() - data.len() % 16;
     let (body, rest) = data.split_at(whole);
     let mut total = 0i64;
     for run in body.chunks(SSE2_RUN) {
-        // SAFETY: SSE2 is part of the x86_64 baseline: the target feature is always present.
         #[allow(unsafe_code)]
-        let s = unsafe { sse2::run_sum(run) };
+        let s = if avx2 {
+            // SAFETY: the caller passes `avx2` only when the CPU has AVX2 (run-time detection).
+            unsafe { avx2::run_sum(run) }
+        } else {
+            // SAFETY: SSE2 is part of the x86_64 baseline: the target feature is always present.
+            unsafe { sse2::run_sum(run) }
+        };
         total += s;
     }
     // Every word was counted 32 768 low (see `sse2`).
@@ -146,7 +161,7 @@ mod sse2 {
     /// `acc` plus block `b`'s words, top bits flipped, added in pairs into the four lanes.
     #[target_feature(enable = "sse2")]
     #[inline]
-    fn step(acc: __m128i, b: &[u8; 16]) -> __m128i {
+    pub(super) fn step(acc: __m128i, b: &[u8; 16]) -> __m128i {
         let flipped = _mm_xor_si128(load(b), _mm_set1_epi16(i16::MIN));
         _mm_add_epi32(acc, _mm_madd_epi16(flipped, _mm_set1_epi16(1)))
     }
@@ -170,13 +185,90 @@ mod sse2 {
         }
         let [a, b, c, d] = acc;
         let (a, b) = (_mm_add_epi32(a, c), _mm_add_epi32(b, d));
-        let mut v = _mm_add_epi32(a, b);
+        lanes_sum(_mm_add_epi32(a, b))
+    }
+
+    /// The sum of `v`'s four 32-bit lanes, as signed values, without overflow.
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn lanes_sum(mut v: __m128i) -> i64 {
         let mut s = 0i64;
         for _ in 0..4 {
             s += i64::from(_mm_cvtsi128_si32(v));
             v = _mm_shuffle_epi32::<0b00_11_10_01>(v);
         }
         s
+    }
+}
+
+/// The AVX2 kernel of [`sum_blocks`]: [`sse2`]'s method on 32-byte vectors (the same flip, so
+/// the same correction).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::{
+        __m256i, _mm_add_epi32, _mm256_add_epi32, _mm256_castsi256_si128, _mm256_extracti128_si256,
+        _mm256_madd_epi16, _mm256_set_epi64x, _mm256_set1_epi16, _mm256_setzero_si256,
+        _mm256_xor_si256,
+    };
+
+    /// A 32-byte block as a vector: four native 8-byte loads, which the compiler merges into
+    /// one unaligned vector load (no pointer load, so no further `unsafe`).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn load(b: &[u8; 32]) -> __m256i {
+        let [a, b, c, d]: [[u8; 8]; 4] = bytes_to_quads(*b);
+        _mm256_set_epi64x(
+            i64::from_ne_bytes(d),
+            i64::from_ne_bytes(c),
+            i64::from_ne_bytes(b),
+            i64::from_ne_bytes(a),
+        )
+    }
+
+    /// `b` as four 8-byte groups (the compiler makes this and [`load`]'s four words one
+    /// vector load; a closure over `as_chunks` it did not).
+    #[inline(always)]
+    fn bytes_to_quads(b: [u8; 32]) -> [[u8; 8]; 4] {
+        let mut q = [[0u8; 8]; 4];
+        for (d, s) in q.iter_mut().zip(b.as_chunks::<8>().0) {
+            *d = *s;
+        }
+        q
+    }
+
+    /// `acc` plus block `b`'s words, top bits flipped, added in pairs into the eight lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn step(acc: __m256i, b: &[u8; 32]) -> __m256i {
+        let flipped = _mm256_xor_si256(load(b), _mm256_set1_epi16(i16::MIN));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(flipped, _mm256_set1_epi16(1)))
+    }
+
+    /// The sum of `run`'s words less 32 768 each; `run` is whole 16-byte blocks, at most
+    /// [`super::SSE2_RUN`] bytes (each lane then takes at most 2 048 steps of at most 65 536).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn run_sum(run: &[u8]) -> i64 {
+        // Four independent accumulators over 128 bytes at a time, then the 32-byte blocks left
+        // one by one, then a 16-byte block left, if any, with SSE2.
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let (quads, left) = run.as_chunks::<128>();
+        for q in quads {
+            let (blocks, _) = q.as_chunks::<32>();
+            for (a, b) in acc.iter_mut().zip(blocks) {
+                *a = step(*a, b);
+            }
+        }
+        let (blocks, half) = left.as_chunks::<32>();
+        for (a, b) in acc.iter_mut().zip(blocks) {
+            *a = step(*a, b);
+        }
+        let [a, b, c, d] = acc;
+        let v = _mm256_add_epi32(_mm256_add_epi32(a, c), _mm256_add_epi32(b, d));
+        let mut v = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        if let Some(b) = half.as_chunks::<16>().0.first() {
+            v = super::sse2::step(v, b);
+        }
+        super::sse2::lanes_sum(v)
     }
 }
 
@@ -432,10 +524,18 @@ mod tests {
 
     /// The whole-block sum ([`sum_blocks`], SSE2 on x86_64) agrees with the portable one after
     /// the fold, and leaves the same tail.
+    /// On x86_64 both kernels are compared: SSE2 always, AVX2 when this CPU has it.
     fn blocks_agree(data: &[u8]) -> bool {
-        let (fast, fast_rest) = sum_blocks(data);
         let (slow, slow_rest) = sum_blocks_portable(data);
-        fold(fast) == fold(slow) && fast_rest == slow_rest
+        let agrees =
+            |(fast, fast_rest): (u64, &[u8])| fold(fast) == fold(slow) && fast_rest == slow_rest;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2");
+            agrees(sum_blocks_with(data, false)) && (!avx2 || agrees(sum_blocks_with(data, true)))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        agrees(sum_blocks(data))
     }
 
     /// The closed form agrees with RFC 1624's general update for every checksum, and every TTL

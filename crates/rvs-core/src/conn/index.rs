@@ -111,8 +111,9 @@ fn tag_of(h: u64) -> u16 {
 ///
 /// `unsafe` only because `_mm_prefetch` is a `#[target_feature(enable = "sse")]` function,
 /// which Rust still marks unsafe to call although SSE is part of the x86_64 baseline. This,
-/// [`Bucket::matches`]' SSE2 compare and `rvs_wire::checksum`'s SSE2 sum (unsafe for the same
-/// reason) are the hot path's only exceptions to the rule that unsafe code lives in the
+/// [`Bucket::matches`]' SSE2 compare and `rvs_wire::checksum`'s SSE2 and AVX2 sums (unsafe for
+/// the same reason; AVX2 only where run-time detection found it) are the hot path's only
+/// exceptions to the rule that unsafe code lives in the
 /// daemon's I/O layer: a burst of packets
 /// can only overlap its cache misses if it can name the lines it will need, and no safe API
 /// (nor crate) offers a prefetch.
