@@ -62,6 +62,11 @@
 //!   `copy_only`: the frame comes in from DRAM) or, `*_warm`, from its 82 bytes of headers in
 //!   a compact array plus the quoted payload, identical in all, from one warm buffer — as a
 //!   frame the kernel has just copied into an AF_PACKET ring is warm.
+//!   In both, every frame of a call has just been copied into its buffer when `process_burst`
+//!   starts, so the dataplane meets the same frames in the same caches; only the reset's
+//!   source differs. `error_forwarded_dataplane_burst` times the DRAM variant inside the
+//!   `process_burst` calls only (the dataplane's own time per error), and the probe prints that
+//!   share for every burst loop (`in process_burst`).
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -423,6 +428,10 @@ struct Driver {
     burst: Vec<Frame>,
     extra: Vec<Tx>,
     verdicts: Vec<Verdict>,
+    /// Of the last `run`'s time, what was spent inside `process_burst` calls (burst mode
+    /// only): the dataplane's own time, without the frames' reset. Every frame has just been
+    /// copied into its buffer when the call starts, whatever the copy's source was.
+    inside: Duration,
 }
 
 impl Driver {
@@ -435,6 +444,7 @@ impl Driver {
                 .collect(),
             extra: Vec::new(),
             verdicts: Vec::with_capacity(max_batch()),
+            inside: Duration::ZERO,
         }
     }
 
@@ -480,6 +490,7 @@ impl Driver {
     ) -> Duration {
         let mask = len - 1;
         let mut i = *pos;
+        self.inside = Duration::ZERO;
         let start = clock();
         match mode {
             Mode::One => {
@@ -502,6 +513,7 @@ impl Driver {
                         ahead((i + k) & mask);
                     }
                     self.verdicts.clear();
+                    let call = clock();
                     dp.process_burst(
                         &mut self.burst[..b],
                         now,
@@ -509,6 +521,7 @@ impl Driver {
                         &mut self.verdicts,
                     );
                     black_box(&self.verdicts);
+                    self.inside += clock() - call;
                     left -= b;
                 }
             }
@@ -560,6 +573,7 @@ fn syn_loop(
     mode: Mode,
 ) -> Duration {
     let mut total = Duration::ZERO;
+    let mut inside = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let batch = left.min(k as u64);
@@ -572,6 +586,7 @@ fn syn_loop(
             st.now,
             mode,
         );
+        inside += drv.inside;
         // Expire the batch (SYN_RECV lasts 60 s) so the next one meets the table at n again.
         st.now += 61 * SEC;
         let start = clock();
@@ -601,6 +616,8 @@ fn syn_loop(
             st.refreshed = st.now;
         }
     }
+    // The dataplane's share of all the batches (see `Driver::inside`).
+    drv.inside = inside;
     total
 }
 
@@ -894,26 +911,25 @@ fn bench_icmp(
             })
         });
     }
+    if modes().contains(&Mode::Burst) {
+        // The same run, timed inside the `process_burst` calls only (`Driver::inside`): the
+        // dataplane's own time per error, without the reset of each frame from DRAM.
+        let mut pos = 0;
+        let id = BenchmarkId::new("error_forwarded_dataplane_burst", name);
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mode = Mode::Burst;
+                drv.run(dp, |i| &errors[i], ICMP_DRAWS, &mut pos, iters, NOW, mode);
+                drv.inside
+            })
+        });
+    }
     // The same errors, their bytes warm as in a receive ring: the errors differ only in their
     // first `ICMP_HEAD` bytes (headers and the quoted headers: the flow), so those come from a
     // compact 8 MB array and the 508 bytes of quoted payload, identical in all, from one warm
     // buffer. An AF_PACKET ring is like that: the kernel has just copied the frame into it.
-    let tail = &errors[0][ICMP_HEAD..];
-    assert!(errors.iter().all(|e| &e[ICMP_HEAD..] == tail));
-    let heads: Vec<u8> = errors
-        .iter()
-        .flat_map(|e| {
-            let mut h = e[..ICMP_HEAD].to_vec();
-            h.resize(ICMP_HEAD_STRIDE, 0);
-            h
-        })
-        .collect();
-    let mut scratch = errors[0].clone();
-    let mut warm = |i: usize, f: &mut Frame| {
-        let at = i * ICMP_HEAD_STRIDE;
-        scratch[..ICMP_HEAD].copy_from_slice(&heads[at..at + ICMP_HEAD]);
-        f.set(&scratch);
-    };
+    let mut warm = WarmErrors::new(&errors);
+    let mut warm = |i: usize, f: &mut Frame| warm.fill(i, f);
     if method == Method::Dr {
         bench_reset(
             &mut g,
@@ -954,6 +970,40 @@ fn bench_icmp(
         });
     }
     g.finish();
+}
+
+/// ICMP errors reset with their bytes warm, as in a receive ring (see `bench_icmp`): each
+/// error's first `ICMP_HEAD` bytes from a compact array, the quoted payload (the same in all)
+/// from one warm buffer.
+struct WarmErrors {
+    heads: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl WarmErrors {
+    fn new(errors: &[Vec<u8>]) -> WarmErrors {
+        let tail = &errors[0][ICMP_HEAD..];
+        assert!(errors.iter().all(|e| &e[ICMP_HEAD..] == tail));
+        let heads = errors
+            .iter()
+            .flat_map(|e| {
+                let mut h = e[..ICMP_HEAD].to_vec();
+                h.resize(ICMP_HEAD_STRIDE, 0);
+                h
+            })
+            .collect();
+        WarmErrors {
+            heads,
+            scratch: errors[0].clone(),
+        }
+    }
+
+    /// Reset `f` to error `i`.
+    fn fill(&mut self, i: usize, f: &mut Frame) {
+        let at = i * ICMP_HEAD_STRIDE;
+        self.scratch[..ICMP_HEAD].copy_from_slice(&self.heads[at..at + ICMP_HEAD]);
+        f.set(&self.scratch);
+    }
 }
 
 /// A benchmark of the frame reset alone: `fill(i, frame)` for i = 0, 1, … (wrapping at `len`,
@@ -1011,7 +1061,7 @@ fn frames_of(flows: &[usize], make: fn(SocketAddr, &mut Vec<u8>)) -> Vec<Vec<u8>
 }
 
 /// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`;
-/// WHAT is `established`, `reply`, `icmp`, `too_big`, `syn` or `lookup`):
+/// WHAT is `established`, `reply`, `icmp`, `icmp_warm`, `too_big`, `syn` or `lookup`):
 /// no criterion, just COUNT frames of one benchmark after its setup, the time per frame printed
 /// — a fixed amount of work to run under `perf stat` (instructions and cycles per packet).
 fn probe(spec: &str) {
@@ -1044,6 +1094,10 @@ fn probe(spec: &str) {
     let mut times_all = vec![Vec::with_capacity(repeat); batches().len()];
     // Each input is built on the first run and kept for the repeats (untimed either way).
     let (mut replies, mut errors, mut keys, mut syn, mut big) = (None, None, None, None, None);
+    let mut warm_errors = None;
+    let mut inside_all = vec![Vec::with_capacity(repeat); batches().len()];
+    // The dataplane's own share is shown for the loops that go through `Driver` in bursts.
+    let inside_shown = mode == Mode::Burst && what != "lookup";
     // Several batch sizes: alternated run by run.
     let runs = (0..repeat.max(1)).flat_map(|_| batches().iter().copied().enumerate());
     for (slot, b) in runs {
@@ -1079,6 +1133,23 @@ fn probe(spec: &str) {
                 drv.run(
                     &mut dp,
                     |i| &errors[i],
+                    ICMP_DRAWS,
+                    &mut pos,
+                    count,
+                    NOW,
+                    mode,
+                )
+            }
+            "icmp_warm" => {
+                // The same errors, reset from warm bytes (`WarmErrors`).
+                let warm = warm_errors.get_or_insert_with(|| {
+                    lift_icmp_limits(&mut dp);
+                    WarmErrors::new(&frames_of(&flows[..ICMP_DRAWS], frag_needed_frame))
+                });
+                drv.run_fill(
+                    &mut dp,
+                    |i, f| warm.fill(i, f),
+                    |_| {},
                     ICMP_DRAWS,
                     &mut pos,
                     count,
@@ -1137,20 +1208,39 @@ fn probe(spec: &str) {
                 });
                 syn_loop(&mut dp, &mut drv, syns, n, *k, st, count, mode)
             }
-            _ => panic!("WHAT: established, reply, icmp, too_big, syn or lookup"),
+            _ => panic!("WHAT: established, reply, icmp, icmp_warm, too_big, syn or lookup"),
         };
         let ns = t.as_nanos() as f64 / count as f64;
-        eprintln!("probe {spec} batch {b}: {ns:.1} ns per frame");
+        // The dataplane's own share (burst mode, the loops that go through `Driver`).
+        let inside = drv.inside.as_nanos() as f64 / count as f64;
+        if inside_shown {
+            eprintln!(
+                "probe {spec} batch {b}: {ns:.1} ns per frame ({inside:.1} in process_burst)"
+            );
+        } else {
+            eprintln!("probe {spec} batch {b}: {ns:.1} ns per frame");
+        }
         times_all[slot].push(ns);
+        inside_all[slot].push(inside);
     }
-    for (times, b) in times_all.iter_mut().zip(batches()) {
+    for ((times, inside), b) in times_all.iter_mut().zip(&mut inside_all).zip(batches()) {
         if times.len() > 1 {
             times.sort_by(f64::total_cmp);
+            inside.sort_by(f64::total_cmp);
             eprintln!(
-                "probe {spec} batch {b}: min {:.1}, median {:.1} ns per frame over {} runs",
+                "probe {spec} batch {b}: min {:.1}, median {:.1} ns per frame over {} runs{}",
                 times[0],
                 times[times.len() / 2],
-                times.len()
+                times.len(),
+                if inside_shown {
+                    format!(
+                        "; in process_burst min {:.1}, median {:.1}",
+                        inside[0],
+                        inside[inside.len() / 2]
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
     }
