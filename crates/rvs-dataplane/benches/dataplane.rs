@@ -1061,7 +1061,8 @@ fn frames_of(flows: &[usize], make: fn(SocketAddr, &mut Vec<u8>)) -> Vec<Vec<u8>
 }
 
 /// `RVS_BENCH_PROBE=METHOD:WHAT:MODE:SIZE:COUNT` (e.g. `dr:established:burst:1M:20000000`;
-/// WHAT is `established`, `reply`, `icmp`, `icmp_warm`, `too_big`, `syn` or `lookup`):
+/// WHAT is `established`, `reply`, `icmp`, `icmp_warm`, `too_big`, `too_big_limited`, `syn` or
+/// `lookup`):
 /// no criterion, just COUNT frames of one benchmark after its setup, the time per frame printed
 /// — a fixed amount of work to run under `perf stat` (instructions and cycles per packet).
 fn probe(spec: &str) {
@@ -1166,6 +1167,13 @@ fn probe(spec: &str) {
                 });
                 drv.run(&mut dp, |i| &big[i], ICMP_DRAWS, &mut pos, count, NOW, mode)
             }
+            "too_big_limited" => {
+                // The same segments with the default rate limits: after the first bursts (the
+                // bench's clock stands still) every frag-needed is suppressed, the cost of a
+                // flood of oversized DF segments.
+                let big = big.get_or_insert_with(|| frames_of(&flows[..ICMP_DRAWS], big_df_frame));
+                drv.run(&mut dp, |i| &big[i], ICMP_DRAWS, &mut pos, count, NOW, mode)
+            }
             "lookup" => {
                 // The table alone: keys of the same draws, looked up one by one or in groups of
                 // BURST with the two prefetch stages.
@@ -1208,7 +1216,9 @@ fn probe(spec: &str) {
                 });
                 syn_loop(&mut dp, &mut drv, syns, n, *k, st, count, mode)
             }
-            _ => panic!("WHAT: established, reply, icmp, icmp_warm, too_big, syn or lookup"),
+            _ => panic!(
+                "WHAT: established, reply, icmp, icmp_warm, too_big, too_big_limited, syn or lookup"
+            ),
         };
         let ns = t.as_nanos() as f64 / count as f64;
         // The dataplane's own share (burst mode, the loops that go through `Driver`).

@@ -1041,10 +1041,17 @@ impl Dataplane {
         Verdict::Reply { next_hop: to }
     }
 
-    /// Send the ICMP error generated in `scratch[..n]` to `to`: every generated message's common
-    /// tail — a fresh IPv4 ID (sent with DF clear, so RFC 6864 §4.2 wants one unique to its
-    /// source and destination), the rate limits (suppressed ones counted), the counters, and
-    /// the frame replaced (link header kept).
+    /// A generated ICMP error of type `t` and code `c` the rate limits suppressed (its builder's
+    /// `permit` said no, so it was not built): counted, dropped.
+    fn suppressed(&mut self, v6: bool, t: u8, c: u8) -> Verdict {
+        self.icmp_counters.count(v6, t, c, IcmpOutcome::Suppressed);
+        self.drop(DropReason::ReplySuppressed)
+    }
+
+    /// Send the ICMP error generated in `scratch[..n]` to `to` (the rate limits passed: the
+    /// builder asked them): every generated message's common tail — a fresh IPv4 ID (sent with
+    /// DF clear, so RFC 6864 §4.2 wants one unique to its source and destination), the
+    /// counters, and the frame replaced (link header kept).
     fn send_generated_icmp(
         &mut self,
         frame: &mut Frame,
@@ -1066,10 +1073,6 @@ impl Dataplane {
         }
         let at = if v6 { 40 } else { 20 };
         let (t, c) = (self.scratch[at], self.scratch[at + 1]);
-        if !self.may_generate(to) {
-            self.icmp_counters.count(v6, t, c, IcmpOutcome::Suppressed);
-            return self.drop(DropReason::ReplySuppressed);
-        }
         self.icmp_counters.count(v6, t, c, IcmpOutcome::Generated);
         self.replace_with_reply(frame, link, to, n)
     }
@@ -1097,11 +1100,37 @@ impl Dataplane {
         let Some((_, packet)) = split_l3(frame.data(), ip) else {
             return self.drop(DropReason::Malformed);
         };
-        let n = match build::icmpv4_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
-            Ok(n) => n,
-            Err(_) => return self.drop(DropReason::ReplyRefused),
-        };
-        self.send_generated_icmp(frame, ip.l3_offset, ip.src, n)
+        let (global, per_dest, now) = (&mut self.gen_global, &mut self.gen_per_dest, self.now);
+        let settings = self.director.settings();
+        let permit = || icmp::allow_generated(global, per_dest, settings, ip.src, now);
+        let n = build::icmpv4_error_if(
+            &mut self.scratch,
+            src,
+            dst,
+            kind,
+            packet,
+            ORIGIN_TTL,
+            permit,
+        );
+        self.send_or_count(frame, ip, n, false, kind.type_code())
+    }
+
+    /// The end of [`Dataplane::reply_icmpv4`] and [`Dataplane::reply_icmpv6`]: the error built
+    /// (`n`) sent, not permitted counted as suppressed, refused dropped as refused.
+    #[inline]
+    fn send_or_count(
+        &mut self,
+        frame: &mut Frame,
+        ip: &IpInfo,
+        n: Result<Option<usize>, rvs_wire::WireError>,
+        v6: bool,
+        (t, c): (u8, u8),
+    ) -> Verdict {
+        match n {
+            Ok(Some(n)) => self.send_generated_icmp(frame, ip.l3_offset, ip.src, n),
+            Ok(None) => self.suppressed(v6, t, c),
+            Err(_) => self.drop(DropReason::ReplyRefused),
+        }
     }
 
     fn reply_icmpv6(
@@ -1117,11 +1146,19 @@ impl Dataplane {
         let Some((_, packet)) = split_l3(frame.data(), ip) else {
             return self.drop(DropReason::Malformed);
         };
-        let n = match build::icmpv6_error(&mut self.scratch, src, dst, kind, packet, ORIGIN_TTL) {
-            Ok(n) => n,
-            Err(_) => return self.drop(DropReason::ReplyRefused),
-        };
-        self.send_generated_icmp(frame, ip.l3_offset, ip.src, n)
+        let (global, per_dest, now) = (&mut self.gen_global, &mut self.gen_per_dest, self.now);
+        let settings = self.director.settings();
+        let permit = || icmp::allow_generated(global, per_dest, settings, ip.src, now);
+        let n = build::icmpv6_error_if(
+            &mut self.scratch,
+            src,
+            dst,
+            kind,
+            packet,
+            ORIGIN_TTL,
+            permit,
+        );
+        self.send_or_count(frame, ip, n, true, kind.type_code())
     }
 
     // ---- fragments -----------------------------------------------------------------------

@@ -1093,6 +1093,48 @@ fn item11() -> Vec<Case> {
                 .count(v6, pu.t, pu.c, IcmpOutcome::Suppressed, 3),
         );
     }
+    // A reply the builder refuses is refused even when the buckets are empty, and takes no
+    // token: the limits are asked only once every refusal check has passed.
+    for v6 in [false, true] {
+        let f = Flow::new(v6, L4::Tcp, Method::Dr);
+        let pu = port_unreach(v6);
+        let lo: IpAddr = if v6 {
+            Ipv6Addr::LOCALHOST.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
+        };
+        let a = f.port(41000);
+        let b = f.port(41001);
+        let ack_a = tcp(a.client(), a.virt(), "A", 1, 2, b"");
+        let ack_b = tcp(b.client(), b.virt(), "A", 1, 2, b"");
+        let syn_lo = tcp(SocketAddr::new(lo, 40000), f.virt(), "S", 1, 0, b"");
+        let reply = |g: &Flow, ack: &[u8]| {
+            Want::Reply(
+                g.cip(),
+                generated(g.vip(), g.cip(), pu.t, pu.c, [0; 4], ack),
+            )
+        };
+        cases.push(
+            Case::new(
+                format!(
+                    "11 {} global bucket empty: a refused reply stays refused, takes no token",
+                    f.label()
+                ),
+                f.service_rule(),
+            )
+            .set("expired_reply", "icmp")
+            .set("icmp_msgs_burst", "1")
+            .set("icmp_msgs_per_sec", "1")
+            .set("icmp_ratelimit", "0")
+            .send(&ack_a, SEC, reply(&a, &ack_a))
+            .send(&syn_lo, SEC, Want::Drop(DropReason::ReplyRefused))
+            .send(&ack_b, SEC, Want::Drop(DropReason::ReplySuppressed))
+            .send(&ack_b, 2 * SEC, reply(&b, &ack_b))
+            .total(IcmpOutcome::Generated, 2)
+            .total(IcmpOutcome::Suppressed, 1)
+            .count(v6, pu.t, pu.c, IcmpOutcome::Suppressed, 1),
+        );
+    }
     // Per destination: icmp_ratelimit 1000 ms with Linux's burst of 6.
     for (v6, limit) in [(false, "1000"), (true, "1000"), (false, "0")] {
         let f = Flow::new(v6, L4::Tcp, Method::Dr);

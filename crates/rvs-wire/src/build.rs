@@ -84,6 +84,30 @@ pub enum Icmpv6Error {
     },
 }
 
+impl Icmpv4Error {
+    /// The ICMP type and code of the message this builds (to count one that is not built).
+    pub const fn type_code(self) -> (u8, u8) {
+        match self {
+            Icmpv4Error::DestUnreachable { code } => (3, code),
+            Icmpv4Error::FragNeeded { .. } => (3, 4),
+            Icmpv4Error::TimeExceeded { code } => (11, code),
+            Icmpv4Error::ParameterProblem { .. } => (12, 0),
+        }
+    }
+}
+
+impl Icmpv6Error {
+    /// The ICMPv6 type and code of the message this builds (to count one that is not built).
+    pub const fn type_code(self) -> (u8, u8) {
+        match self {
+            Icmpv6Error::DestUnreachable { code } => (1, code),
+            Icmpv6Error::PacketTooBig { .. } => (2, 0),
+            Icmpv6Error::TimeExceeded { code } => (3, code),
+            Icmpv6Error::ParameterProblem { code, .. } => (4, code),
+        }
+    }
+}
+
 fn space(out: &[u8], needed: usize) -> Result<(), WireError> {
     if out.len() < needed {
         Err(WireError::BufferTooSmall {
@@ -130,6 +154,25 @@ pub fn icmpv4_error(
     offending: &[u8],
     ttl: u8,
 ) -> Result<usize, WireError> {
+    icmpv4_error_if(out, src, dst, kind, offending, ttl, || true)?.ok_or(NOT_PERMITTED)
+}
+
+/// What the plain builders return should their `permit` (always yes) ever say no.
+const NOT_PERMITTED: WireError = WireError::Refused("not permitted");
+
+/// [`icmpv4_error`], asking `permit` once every check that could refuse the error has passed
+/// and before anything is written: `Ok(None)` when it says no. A rate limit asked here makes a
+/// suppressed error cost those checks only, not the build (the quote's copy and checksum), and
+/// keeps a refusal counted as a refusal, not as a suppression.
+pub fn icmpv4_error_if(
+    out: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: Icmpv4Error,
+    offending: &[u8],
+    ttl: u8,
+    permit: impl FnOnce() -> bool,
+) -> Result<Option<usize>, WireError> {
     let q = quote::read_ipv4(offending)?;
     if q.is_non_first_fragment() {
         return Err(WireError::Refused(
@@ -153,6 +196,9 @@ pub fn icmpv4_error(
     let quote_len = body.len().min(ICMPV4_ERROR_MAX - 20 - 8);
     let total = 20 + 8 + quote_len;
     space(out, total)?;
+    if !permit() {
+        return Ok(None);
+    }
 
     let icmp_type =
         match kind {
@@ -206,7 +252,7 @@ pub fn icmpv4_error(
     out[28..total].copy_from_slice(quoted);
     let check = checksum::checksum(&out[20..total]);
     out[22..24].copy_from_slice(&check.to_be_bytes());
-    Ok(total)
+    Ok(Some(total))
 }
 
 /// Build an ICMPv6 error from `src` to `dst` about `offending` (an IPv6 packet from its header
@@ -223,6 +269,19 @@ pub fn icmpv6_error(
     offending: &[u8],
     hop_limit: u8,
 ) -> Result<usize, WireError> {
+    icmpv6_error_if(out, src, dst, kind, offending, hop_limit, || true)?.ok_or(NOT_PERMITTED)
+}
+
+/// [`icmpv6_error`], asking `permit` as [`icmpv4_error_if`] does.
+pub fn icmpv6_error_if(
+    out: &mut [u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    kind: Icmpv6Error,
+    offending: &[u8],
+    hop_limit: u8,
+    permit: impl FnOnce() -> bool,
+) -> Result<Option<usize>, WireError> {
     let q = quote::read_ipv6(offending)?;
     if q.is_icmp_error() {
         return Err(WireError::Refused("offending packet is an ICMPv6 error"));
@@ -243,6 +302,9 @@ pub fn icmpv6_error(
     let quote_len = body.len().min(ICMPV6_ERROR_MAX - 40 - 8);
     let total = 40 + 8 + quote_len;
     space(out, total)?;
+    if !permit() {
+        return Ok(None);
+    }
     let icmp_type = match kind {
         Icmpv6Error::DestUnreachable { code } => Icmpv6Type::Unknown {
             type_u8: 1,
@@ -284,7 +346,7 @@ pub fn icmpv6_error(
     let pseudo = checksum::pseudo_header_v6(src, dst, proto::ICMPV6, (total - 40) as u32);
     let check = checksum::finish(checksum::sum(pseudo, &out[40..total]));
     out[42..44].copy_from_slice(&check.to_be_bytes());
-    Ok(total)
+    Ok(Some(total))
 }
 
 /// Build the TCP RST that answers `offending` (an IPv4 or IPv6 packet carrying a TCP segment),
@@ -726,5 +788,77 @@ mod tests {
             ip6ip6_header(&mut out6, &t6, &inner),
             Err(WireError::BadVersion(4))
         ));
+    }
+
+    /// The gate is asked only after every refusal check, nothing is written when it says no,
+    /// and `type_code` names what the builder writes.
+    #[test]
+    fn permit_is_asked_after_the_checks_and_before_the_build() {
+        let me = Ipv4Addr::new(198, 51, 100, 10);
+        let them = Ipv4Addr::new(192, 0, 2, 1);
+        let ok = v4_tcp(tcp_flags::ACK, &[0x11; 100], true);
+        let kinds4 = [
+            Icmpv4Error::DestUnreachable { code: 3 },
+            Icmpv4Error::FragNeeded { mtu: 1400 },
+            Icmpv4Error::TimeExceeded { code: 0 },
+            Icmpv4Error::ParameterProblem { pointer: 9 },
+        ];
+        for kind in kinds4 {
+            let mut out = vec![0xa5; 1500];
+            let mut asked = 0;
+            let r = icmpv4_error_if(&mut out, me, them, kind, &ok, 64, || {
+                asked += 1;
+                false
+            });
+            assert!(matches!(r, Ok(None)), "{kind:?}");
+            assert_eq!(asked, 1);
+            assert!(
+                out.iter().all(|&b| b == 0xa5),
+                "written though not permitted"
+            );
+            let n = icmpv4_error_if(&mut out, me, them, kind, &ok, 64, || true)
+                .unwrap()
+                .unwrap();
+            assert!(n > 28);
+            assert_eq!(kind.type_code(), (out[20], out[21]), "{kind:?}");
+        }
+        // A refusal (an ICMP error is never answered) comes before the gate: not asked.
+        let mut err = vec![0u8; 200];
+        let n = icmpv4_error(&mut err, them, me, kinds4[0], &ok, 64).unwrap();
+        let mut out = vec![0xa5; 1500];
+        let mut asked = false;
+        let r = icmpv4_error_if(&mut out, me, them, kinds4[0], &err[..n], 64, || {
+            asked = true;
+            true
+        });
+        assert!(matches!(r, Err(WireError::Refused(_))));
+        assert!(!asked);
+
+        let src: Ipv6Addr = "2001:db8:2::10".parse().unwrap();
+        let dst: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let pkt = v6_udp(100);
+        let kinds6 = [
+            Icmpv6Error::DestUnreachable { code: 4 },
+            Icmpv6Error::PacketTooBig { mtu: 1400 },
+            Icmpv6Error::TimeExceeded { code: 0 },
+            Icmpv6Error::ParameterProblem {
+                code: 1,
+                pointer: 40,
+            },
+        ];
+        for kind in kinds6 {
+            let mut out = vec![0xa5; 1500];
+            let r = icmpv6_error_if(&mut out, src, dst, kind, &pkt, 64, || false);
+            assert!(matches!(r, Ok(None)), "{kind:?}");
+            assert!(
+                out.iter().all(|&b| b == 0xa5),
+                "written though not permitted"
+            );
+            let n = icmpv6_error_if(&mut out, src, dst, kind, &pkt, 64, || true)
+                .unwrap()
+                .unwrap();
+            assert!(n > 48);
+            assert_eq!(kind.type_code(), (out[40], out[41]), "{kind:?}");
+        }
     }
 }

@@ -13,7 +13,7 @@
 use core::net::IpAddr;
 
 use rvs_core::conn::Hint;
-use rvs_core::settings::SmallMtuPolicy;
+use rvs_core::settings::{Settings, SmallMtuPolicy};
 use rvs_core::types::{FwdMethod, SEC, Time};
 use rvs_wire::build::{self, Icmpv4Error, Icmpv6Error};
 use rvs_wire::flow::ErrorFlow;
@@ -23,6 +23,7 @@ use rvs_wire::rewrite::IcmpPacket;
 
 use super::{Dataplane, LastDest, ORIGIN_TTL};
 use crate::frame::Frame;
+use crate::ratelimit::{KeyedLimiter, TokenBucket};
 use crate::verdict::{DropReason, Tx, Verdict};
 use crate::xmit::{self, IcmpNat};
 
@@ -199,21 +200,40 @@ fn is_too_big(v6: bool, t: u8, c: u8) -> bool {
     if v6 { t == 2 } else { t == 3 && c == 4 }
 }
 
+/// True when a generated message to `dst` at `now` fits the per-destination and the global
+/// buckets (their tokens taken): [`Dataplane::may_generate`] on the limiter fields alone, for a
+/// builder's `permit` while the dataplane's scratch buffer is borrowed.
+#[inline]
+pub(super) fn allow_generated(
+    global: &mut TokenBucket,
+    per_dest: &mut KeyedLimiter,
+    s: &Settings,
+    dst: IpAddr,
+    now: u64,
+) -> bool {
+    let (per_sec, burst, ms) = (s.icmp_msgs_per_sec, s.icmp_msgs_burst, s.icmp_ratelimit_ms);
+    if ms > 0 {
+        // At most one per `ms` per destination, with Linux's burst of 6.
+        let interval = u64::from(ms) * 1_000_000;
+        let burst = rvs_core::settings::ICMP_DEST_BURST;
+        if !per_dest.take_every(dst, interval, burst, now) {
+            return false;
+        }
+    }
+    global.take(per_sec, burst, now)
+}
+
 impl Dataplane {
     /// True when a generated message to `dst` fits the global and per-destination buckets.
     pub(super) fn may_generate(&mut self, dst: IpAddr) -> bool {
         let s = self.director.settings();
-        let (per_sec, burst, ms) = (s.icmp_msgs_per_sec, s.icmp_msgs_burst, s.icmp_ratelimit_ms);
-        let now = self.now;
-        if ms > 0 {
-            // At most one per `ms` per destination, with Linux's burst of 6.
-            let interval = u64::from(ms) * 1_000_000;
-            let burst = rvs_core::settings::ICMP_DEST_BURST;
-            if !self.gen_per_dest.take_every(dst, interval, burst, now) {
-                return false;
-            }
-        }
-        self.gen_global.take(per_sec, burst, now)
+        allow_generated(
+            &mut self.gen_global,
+            &mut self.gen_per_dest,
+            s,
+            dst,
+            self.now,
+        )
     }
 
     fn icmp_drop(&mut self, v6: bool, t: u8, c: u8, r: DropReason) -> Verdict {
@@ -648,33 +668,47 @@ impl Dataplane {
         let client_mtu = usize::from(mtu).saturating_sub(overhead);
         let client = ikey.src;
         let vip = ikey.dst;
-        let n = match (vip, client) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => build::icmpv4_error(
-                &mut self.scratch,
-                s,
-                d,
-                Icmpv4Error::FragNeeded {
+        let (global, per_dest, now) = (&mut self.gen_global, &mut self.gen_per_dest, self.now);
+        let settings = self.director.settings();
+        let permit = || allow_generated(global, per_dest, settings, client, now);
+        let (n, (gt, gc)) = match (vip, client) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let kind = Icmpv4Error::FragNeeded {
                     mtu: client_mtu as u16,
-                },
-                &inner,
-                ORIGIN_TTL,
-            ),
-            (IpAddr::V6(s), IpAddr::V6(d)) => build::icmpv6_error(
-                &mut self.scratch,
-                s,
-                d,
-                Icmpv6Error::PacketTooBig {
+                };
+                let n = build::icmpv4_error_if(
+                    &mut self.scratch,
+                    s,
+                    d,
+                    kind,
+                    &inner,
+                    ORIGIN_TTL,
+                    permit,
+                );
+                (n, kind.type_code())
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let kind = Icmpv6Error::PacketTooBig {
                     mtu: (client_mtu as u32).max(MIN_PMTU_V6),
-                },
-                &inner,
-                ORIGIN_TTL,
-            ),
+                };
+                let n = build::icmpv6_error_if(
+                    &mut self.scratch,
+                    s,
+                    d,
+                    kind,
+                    &inner,
+                    ORIGIN_TTL,
+                    permit,
+                );
+                (n, kind.type_code())
+            }
             _ => return self.icmp_drop(v6, t, c, DropReason::ReplyRefused),
         };
-        let Ok(n) = n else {
-            return self.icmp_drop(v6, t, c, DropReason::ReplyRefused);
-        };
-        self.send_generated_icmp(frame, ip.l3_offset, client, n)
+        match n {
+            Ok(Some(n)) => self.send_generated_icmp(frame, ip.l3_offset, client, n),
+            Ok(None) => self.suppressed(client.is_ipv6(), gt, gc),
+            Err(_) => self.icmp_drop(v6, t, c, DropReason::ReplyRefused),
+        }
     }
 }
 
