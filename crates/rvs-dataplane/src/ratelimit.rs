@@ -34,18 +34,32 @@ impl TokenBucket {
         self.take_every(NS as u64 / u64::from(per_sec.max(1)), burst, now)
     }
 
+    /// Whether a token is there, refilling at `per_sec` up to `burst` first, without taking it
+    /// (to check one bucket before taking from another).
+    pub fn ready(&mut self, per_sec: u32, burst: u32, now: u64) -> bool {
+        self.refill(NS as u64 / u64::from(per_sec.max(1)), burst, now);
+        self.level >= NS
+    }
+
     /// Take one token if there is one, refilling one token per `interval` ns up to `burst`.
     pub fn take_every(&mut self, interval: u64, burst: u32, now: u64) -> bool {
-        let elapsed = u128::from(now.saturating_sub(self.last));
-        self.last = self.last.max(now);
-        let cap = u128::from(burst.max(1)) * NS;
-        self.level = (self.level + elapsed * NS / u128::from(interval.max(1))).min(cap);
+        self.refill(interval, burst, now);
         if self.level >= NS {
             self.level -= NS;
             true
         } else {
             false
         }
+    }
+}
+
+impl TokenBucket {
+    /// Add the tokens earned since the last refill: one per `interval` ns, up to `burst`.
+    fn refill(&mut self, interval: u64, burst: u32, now: u64) {
+        let elapsed = u128::from(now.saturating_sub(self.last));
+        self.last = self.last.max(now);
+        let cap = u128::from(burst.max(1)) * NS;
+        self.level = (self.level + elapsed * NS / u128::from(interval.max(1))).min(cap);
     }
 }
 
@@ -144,6 +158,17 @@ mod tests {
         // Long idle: back to the burst, not more.
         let n = (0..10).filter(|_| b.take(1, 3, 100 * SEC)).count();
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn ready_takes_nothing() {
+        let mut b = TokenBucket::full(1, 0);
+        assert!((0..5).all(|_| b.ready(1, 1, 0)));
+        assert!(b.take(1, 1, 0));
+        assert!(!b.ready(1, 1, 0));
+        assert!(!b.ready(1, 1, SEC / 2));
+        assert!(b.ready(1, 1, SEC));
+        assert!(b.take(1, 1, SEC));
     }
 
     #[test]

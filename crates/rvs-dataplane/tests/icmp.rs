@@ -1135,6 +1135,44 @@ fn item11() -> Vec<Case> {
             .count(v6, pu.t, pu.c, IcmpOutcome::Suppressed, 1),
         );
     }
+    // Both limits at once: replies the global bucket stops take no per-destination token.
+    // Global 10 per second, burst 1; per destination 1 per second, burst 6. Five replies stopped
+    // by the global bucket at 1 s would otherwise empty the client's own bucket, and the one at
+    // 1.1 s (the global bucket has a token again) would be suppressed too.
+    for v6 in [false, true] {
+        let f = Flow::new(v6, L4::Tcp, Method::Dr);
+        let pu = port_unreach(v6);
+        let mut c = Case::new(
+            format!(
+                "11 {} global bucket stops replies before the per-destination one is charged",
+                f.label()
+            ),
+            f.rules(),
+        )
+        .set("expired_reply", "icmp")
+        .set("icmp_msgs_burst", "1")
+        .set("icmp_msgs_per_sec", "10")
+        .set("icmp_ratelimit", "1000");
+        for i in 0..7u16 {
+            let g = f.port(41000 + i);
+            let ack = tcp(g.client(), g.virt(), "A", 1, 2, b"");
+            let (at, want) = match i {
+                0 | 6 => (
+                    if i == 0 { SEC } else { SEC + SEC / 10 },
+                    Want::Reply(
+                        g.cip(),
+                        generated(g.vip(), g.cip(), pu.t, pu.c, [0; 4], &ack),
+                    ),
+                ),
+                _ => (SEC, Want::Drop(DropReason::ReplySuppressed)),
+            };
+            c = c.send(&ack, at, want);
+        }
+        cases.push(
+            c.total(IcmpOutcome::Generated, 2)
+                .total(IcmpOutcome::Suppressed, 5),
+        );
+    }
     // Per destination: icmp_ratelimit 1000 ms with Linux's burst of 6.
     for (v6, limit) in [(false, "1000"), (true, "1000"), (false, "0")] {
         let f = Flow::new(v6, L4::Tcp, Method::Dr);

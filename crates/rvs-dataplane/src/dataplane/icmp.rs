@@ -212,6 +212,11 @@ pub(super) fn allow_generated(
     now: u64,
 ) -> bool {
     let (per_sec, burst, ms) = (s.icmp_msgs_per_sec, s.icmp_msgs_burst, s.icmp_ratelimit_ms);
+    // The global bucket is looked at first and taken from last, so that neither bucket loses a
+    // token to a message the other one stops.
+    if !global.ready(per_sec, burst, now) {
+        return false;
+    }
     if ms > 0 {
         // At most one per `ms` per destination, with Linux's burst of 6.
         let interval = u64::from(ms) * 1_000_000;
