@@ -37,6 +37,10 @@ impl TokenBucket {
     /// Whether a token is there, refilling at `per_sec` up to `burst` first, without taking it
     /// (to check one bucket before taking from another).
     pub fn ready(&mut self, per_sec: u32, burst: u32, now: u64) -> bool {
+        // A stored token is enough: the refill (a 128-bit division) is left to the take.
+        if self.level >= NS {
+            return true;
+        }
         self.refill(NS as u64 / u64::from(per_sec.max(1)), burst, now);
         self.level >= NS
     }
