@@ -45,6 +45,14 @@ impl TokenBucket {
         self.level >= NS
     }
 
+    /// Add the tokens earned since the last refill: one per `interval` ns, up to `burst`.
+    fn refill(&mut self, interval: u64, burst: u32, now: u64) {
+        let elapsed = u128::from(now.saturating_sub(self.last));
+        self.last = self.last.max(now);
+        let cap = u128::from(burst.max(1)) * NS;
+        self.level = (self.level + elapsed * NS / u128::from(interval.max(1))).min(cap);
+    }
+
     /// Take one token if there is one, refilling one token per `interval` ns up to `burst`.
     pub fn take_every(&mut self, interval: u64, burst: u32, now: u64) -> bool {
         self.refill(interval, burst, now);
@@ -54,16 +62,6 @@ impl TokenBucket {
         } else {
             false
         }
-    }
-}
-
-impl TokenBucket {
-    /// Add the tokens earned since the last refill: one per `interval` ns, up to `burst`.
-    fn refill(&mut self, interval: u64, burst: u32, now: u64) {
-        let elapsed = u128::from(now.saturating_sub(self.last));
-        self.last = self.last.max(now);
-        let cap = u128::from(burst.max(1)) * NS;
-        self.level = (self.level + elapsed * NS / u128::from(interval.max(1))).min(cap);
     }
 }
 
