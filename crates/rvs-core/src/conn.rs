@@ -931,6 +931,33 @@ impl ConnTable {
         hash: Option<u64>,
         now: Time,
     ) -> Result<(ConnId, Option<Conn>), InsertError> {
+        self.insert_with(conn, hash, false, now)
+    }
+
+    /// [`ConnTable::insert_hashed`] of a connection whose key the caller has just looked up in
+    /// this table and not found ([`ConnTable::lookup_in_probe`] of the same key and hash
+    /// returned `None`, and nothing was inserted since): the index is not searched for it
+    /// again. (Debug builds still search, and panic on a duplicate: a caller bug.) For a
+    /// template or a `NO_CPORT` connection, whose stored key differs, this is
+    /// `insert_hashed`.
+    pub fn insert_absent(
+        &mut self,
+        conn: Conn,
+        hash: u64,
+        now: Time,
+    ) -> Result<(ConnId, Option<Conn>), InsertError> {
+        self.insert_with(conn, Some(hash), true, now)
+    }
+
+    /// The body of [`ConnTable::insert_hashed`] and [`ConnTable::insert_absent`].
+    #[inline(always)]
+    fn insert_with(
+        &mut self,
+        conn: Conn,
+        hash: Option<u64>,
+        absent: bool,
+        now: Time,
+    ) -> Result<(ConnId, Option<Conn>), InsertError> {
         let mut conn = conn;
         let template = conn.flags.contains(ConnFlags::TEMPLATE);
         let no_cport = !template && conn.flags.contains(ConnFlags::NO_CPORT);
@@ -943,7 +970,14 @@ impl ConnTable {
             _ => self.hasher.packed(&key),
         };
         let which = if template { Which::Template } else { Which::In };
-        if let Some(i) = self.find(which, h, &key) {
+        // A connection the caller has just missed is not searched for again (about 40
+        // instructions of a SYN).
+        let known_absent = absent && !template && !no_cport && hash.is_some();
+        debug_assert!(
+            !known_absent || self.find(which, h, &key).is_none(),
+            "insert_absent of a key the table holds"
+        );
+        if !known_absent && let Some(i) = self.find(which, h, &key) {
             return Err(InsertError::Exists(self.id_of(i).ok_or(InsertError::Full)?));
         }
 
@@ -1212,6 +1246,17 @@ impl ConnTable {
             }
         });
         Hint(first)
+    }
+
+    /// First stage of a burst lookup for a packet that may open a connection (a TCP SYN):
+    /// also start loading the in-index bucket after `h`'s home one, which the lookup of a key
+    /// the table does not hold reads when entries spilled past the home bucket, and the new
+    /// entry's insert when the home bucket is full (each a few per cent of buckets at the
+    /// load the index keeps). Not done for every packet: a key the table holds is nearly
+    /// always found in its home bucket.
+    #[inline]
+    pub fn prefetch_in_spill(&self, h: u64) {
+        self.idx_in.prefetch_next_far(h);
     }
 
     /// Start loading the slot the next insert will take (a free slot is usually cold): for a
@@ -2123,6 +2168,46 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.counters().removed, 1);
         assert_eq!(t.counters().inserted, 2);
+    }
+
+    /// `insert_absent` (no search for the key) makes the same entry as `insert_hashed`, in
+    /// both indexes, and stays out of the way of templates and `NO_CPORT` entries, whose stored
+    /// key differs from the one hashed.
+    #[test]
+    fn insert_absent_is_insert_without_the_search() {
+        let mut a = table(16, FullPolicy::Refuse);
+        let mut b = table(16, FullPolicy::Refuse);
+        let c = nat(40000, T0 + SEC);
+        let h = a.key_hash(&c.key);
+        let ia = a.insert_hashed(c, Some(h), T0).unwrap().0;
+        let ib = b.insert_absent(c, h, T0).unwrap().0;
+        assert_eq!(ia, ib);
+        assert_eq!(b.lookup_in(&c.key), Some(ib));
+        assert_eq!(b.lookup_out(&c.out_key()), Some(ib));
+        assert_eq!(b.get(ib), a.get(ia));
+        // A template with the connection's key is another namespace: searched, and made.
+        let mut tpl = c;
+        tpl.flags = ConnFlags::TEMPLATE;
+        let ti = b.insert_absent(tpl, h, T0).unwrap().0;
+        assert_eq!(b.lookup_template(&c.key), Some(ti));
+        assert_eq!(b.insert_absent(tpl, h, T0), Err(InsertError::Exists(ti)));
+        // A NO_CPORT connection is stored under cport 0: searched under that key.
+        let mut nc = nat(0, T0 + SEC);
+        nc.flags = ConnFlags::NO_CPORT;
+        let first = b.insert_absent(nc, 0, T0).unwrap().0;
+        assert_eq!(b.insert_absent(nc, 0, T0), Err(InsertError::Exists(first)));
+    }
+
+    /// A caller that breaks `insert_absent`'s promise is caught in debug builds.
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "insert_absent of a key the table holds")]
+    fn insert_absent_of_a_held_key_is_caught_in_debug_builds() {
+        let mut t = table(16, FullPolicy::Refuse);
+        let c = nat(40000, T0 + SEC);
+        let h = t.key_hash(&c.key);
+        t.insert_absent(c, h, T0).unwrap();
+        let _ = t.insert_absent(c, h, T0);
     }
 
     #[test]

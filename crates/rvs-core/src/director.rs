@@ -185,6 +185,26 @@ pub struct Director {
     policies: HashMap<ServiceKey, ServicePolicy>,
 }
 
+/// The packet that opens a connection, accounted as the connection is made
+/// ([`Director::new_conn_in`]).
+#[derive(Clone, Copy)]
+struct Opening {
+    /// Its TCP flags (0 for UDP).
+    tcp_flags: u8,
+    /// Its length (IP header on).
+    bytes: usize,
+}
+
+/// The direction of a client → VIP packet for the state machine: NAT connections see both
+/// sides, DR and TUN ones only the client's (IPVS's `INPUT_ONLY`).
+#[inline(always)]
+fn inbound_direction(fwd: FwdMethod) -> Direction {
+    match fwd {
+        FwdMethod::Masq => Direction::Input,
+        _ => Direction::InputOnly,
+    }
+}
+
 /// The bit of [`Director::maybe_vip`]'s filter that stands for an address (0..256).
 #[inline(always)]
 fn vip_bit(addr: &[u8; 16], v6: bool) -> usize {
@@ -871,6 +891,41 @@ impl Director {
         hash: Option<u64>,
         now: Time,
     ) -> Result<Forward, NewConnError> {
+        self.new_conn_with(svc_id, key, hash, None, now)
+    }
+
+    /// [`Director::new_conn_hashed`] and then [`Director::conn_packet_in`] of the packet that
+    /// opens the connection (TCP `tcp_flags`, 0 for UDP; `bytes` long), in one pass, for a
+    /// caller whose lookup of `key` under `hash` ([`Director::conn_in_live_reuse`] of a
+    /// [`Probe`]) has just missed: the entry is made in the state and with the timer that
+    /// packet leaves it in, and the packet is counted with the new connection. Results,
+    /// counters and table contents are those of the two calls; the entry is only filed once in
+    /// the timer wheel (at its real expiry, where the two calls filed it at the initial state's
+    /// and left the sweep to move it), and the index is not searched again for the key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_conn_in(
+        &mut self,
+        svc_id: SvcId,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: u8,
+        bytes: usize,
+        now: Time,
+    ) -> Result<Forward, NewConnError> {
+        let opening = Opening { tcp_flags, bytes };
+        self.new_conn_with(svc_id, key, Some(hash), Some(opening), now)
+    }
+
+    /// The body of [`Director::new_conn_hashed`] and [`Director::new_conn_in`].
+    #[inline(always)]
+    fn new_conn_with(
+        &mut self,
+        svc_id: SvcId,
+        key: &FlowKey,
+        hash: Option<u64>,
+        opening: Option<Opening>,
+        now: Time,
+    ) -> Result<Forward, NewConnError> {
         let svc = self.svc(svc_id).ok_or(NewConnError::NoDest)?;
         let persistence = svc.spec.persistence;
         let template_key = persistence.map(|_| FlowKey {
@@ -933,7 +988,7 @@ impl Director {
                         expires: now + Time::from(p) * SEC,
                         control: None,
                     };
-                    template = Some(self.insert(t, None, now)?);
+                    template = Some(self.insert(t, None, false, now)?);
                 }
                 (did, template)
             }
@@ -941,7 +996,14 @@ impl Director {
         let d = self.dest(did).ok_or(NewConnError::NoDest)?;
         let (daddr, fwd) = (d.addr, d.fwd);
         let dport = if d.port == 0 { key.dport } else { d.port };
-        let state = ConnState::initial(key.protocol);
+        let mut state = ConnState::initial(key.protocol);
+        if let Some(o) = opening {
+            // The opening packet's transition, as `account_live` makes it. (The dest was just
+            // scheduled, or taken from a template after `dest_is_live`: it is live, so that
+            // packet would not have been refused.)
+            debug_assert!(self.dest_is_live(did));
+            state = state.transition(inbound_direction(fwd), o.tcp_flags);
+        }
         let conn = Conn {
             key: *key,
             daddr,
@@ -954,7 +1016,7 @@ impl Director {
             // The template stays while it controls connections (the table pins it).
             control: template,
         };
-        let cid = self.insert(conn, hash, now)?;
+        let cid = self.insert(conn, hash, opening.is_some(), now)?;
         if let (Some(tid), Some(p)) = (template, persistence) {
             // A new connection gives its template a whole persistence period again.
             let exp = now + Time::from(p) * SEC;
@@ -965,8 +1027,18 @@ impl Director {
         if let Some(s) = self.svc_mut(svc_id) {
             s.stats.conn();
         }
-        if let Some(slot) = self.dests.get_mut(did.0 as usize) {
+        let slot_svc = self.dests.get_mut(did.0 as usize).map(|slot| {
             slot.stats.conn();
+            if let Some(o) = opening {
+                slot.stats.inbound(o.bytes);
+            }
+            slot.svc
+        });
+        // The opening packet in its dest's service's counters, as `account_live` counts it.
+        if let Some(o) = opening
+            && let Some(s) = slot_svc.and_then(|s| self.svc_mut(s))
+        {
+            s.stats.inbound(o.bytes);
         }
         Ok(Forward {
             conn: cid,
@@ -977,11 +1049,23 @@ impl Director {
         })
     }
 
-    fn insert(&mut self, conn: Conn, hash: Option<u64>, now: Time) -> Result<ConnId, NewConnError> {
+    /// Insert `conn` and bind it to its dest; `absent`: the caller has just missed its key
+    /// under `hash` ([`ConnTable::insert_absent`]).
+    fn insert(
+        &mut self,
+        conn: Conn,
+        hash: Option<u64>,
+        absent: bool,
+        now: Time,
+    ) -> Result<ConnId, NewConnError> {
         let template = conn.flags.contains(ConnFlags::TEMPLATE);
         let did = DestId(conn.dest);
         let state = conn.state;
-        match self.conns.insert_hashed(conn, hash, now) {
+        let made = match hash {
+            Some(h) if absent => self.conns.insert_absent(conn, h, now),
+            _ => self.conns.insert_hashed(conn, hash, now),
+        };
+        match made {
             Ok((id, evicted)) => {
                 if let Some(e) = evicted {
                     self.counters.evicted += 1;
@@ -1163,10 +1247,7 @@ impl Director {
         bytes: usize,
         now: Time,
     ) {
-        let dir = dir.unwrap_or(match c.fwd {
-            FwdMethod::Masq => Direction::Input,
-            _ => Direction::InputOnly,
-        });
+        let dir = dir.unwrap_or(inbound_direction(c.fwd));
         let did = DestId(c.dest);
         let old = c.state;
         let new = old.transition(dir, tcp_flags);

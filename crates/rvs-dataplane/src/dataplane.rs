@@ -551,15 +551,20 @@ impl Dataplane {
             }
             return self.local();
         };
-        match self.admit(frame, ip, svc, &key, Some(probe.hash()), flags, now) {
-            Ok(cid) => self.forward_in(frame, ip, cid, flags, len, now, extra),
+        // The lookup above missed with this probe: the connection is made with its first
+        // packet accounted (`new_conn_in`), so it goes straight to its dest.
+        match self.admit(frame, ip, svc, &key, Some((probe.hash(), len)), flags, now) {
+            Ok(fwd) => self.transmit_to_dest(frame, ip, &fwd, now, extra),
             Err(v) => v,
         }
     }
 
     /// A packet for service `svc` that has no connection: schedule a new one (a TCP SYN
     /// without RST, or any UDP datagram) or answer it by the service's policy. `Err` is the
-    /// verdict when no connection was made.
+    /// verdict when no connection was made. With `opening` (the hash under which the caller's
+    /// lookup of `key` has just missed, and the packet's length) the packet is accounted to the
+    /// new connection as `conn_packet_in` would ([`Director::new_conn_in`]); without, the
+    /// caller accounts it.
     #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
@@ -567,10 +572,10 @@ impl Dataplane {
         ip: &IpInfo,
         svc: SvcId,
         key: &FlowKey,
-        hash: Option<u64>,
+        opening: Option<(u64, usize)>,
         flags: u8,
         now: Time,
-    ) -> Result<ConnId, Verdict> {
+    ) -> Result<Forward, Verdict> {
         let new_tcp = flags & tcp_flags::SYN != 0 && flags & tcp_flags::RST == 0;
         if ip.protocol == proto::TCP && !new_tcp {
             // A segment for a connection the director no longer knows (it expired).
@@ -581,8 +586,12 @@ impl Dataplane {
         if let Some(v) = self.ttl_check(frame, ip) {
             return Err(v);
         }
-        match self.director.new_conn_hashed(svc, key, hash, now) {
-            Ok(f) => Ok(f.conn),
+        let made = match opening {
+            Some((hash, bytes)) => self.director.new_conn_in(svc, key, hash, flags, bytes, now),
+            None => self.director.new_conn(svc, key, now),
+        };
+        match made {
+            Ok(f) => Ok(f),
             Err(NewConnError::NoDest) => {
                 let policy = self.director.nodest_reply(svc);
                 Err(self.reply_policy(frame, ip, policy, DropReason::NoDest))
@@ -1205,7 +1214,7 @@ impl Dataplane {
                             _ => 0,
                         };
                         match self.admit(frame, ip, svc, &key, None, flags, now) {
-                            Ok(cid) => cid,
+                            Ok(f) => f.conn,
                             Err(v) => return v,
                         }
                     }

@@ -201,6 +201,17 @@ impl Index {
         }
     }
 
+    /// Prefetch the bucket after the home bucket of `h` into L2 (see [`prefetch_l2`]): where
+    /// the search for an absent key goes on when entries were displaced past its home
+    /// bucket, and where its insert goes when the home bucket is full.
+    #[inline]
+    pub(super) fn prefetch_next_far(&self, h: u64) {
+        let next = (self.home(h) + 1) & self.buckets.len().wrapping_sub(1);
+        if let Some(b) = self.buckets.get(next) {
+            prefetch_l2(b);
+        }
+    }
+
     /// Call `f` with every slab index whose tag matches `h` in its home bucket (candidates to
     /// prefetch; entries displaced to later buckets are not offered).
     #[inline]

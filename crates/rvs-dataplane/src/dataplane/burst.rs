@@ -233,12 +233,14 @@ impl Dataplane {
             return;
         };
         let t = self.director.conns();
-        if flow.tcp_flags & tcp_flags::SYN != 0 {
-            // Perhaps a new connection: the slot it would take.
-            t.prefetch_insert();
-        }
         let h = t.flow_hash(&flow);
         t.prefetch_in(h);
+        if flow.tcp_flags & tcp_flags::SYN != 0 {
+            // Perhaps a new connection: the slot it would take, and where its key's search and
+            // insert may go on past the home bucket.
+            t.prefetch_insert();
+            t.prefetch_in_spill(h);
+        }
         // A dest's reply (NAT) misses the in index before it finds the out one; a packet to a
         // VIP never looks there (see `process_l4_miss`).
         pre.out = t.has_out_index() && !self.director.maybe_vip(&flow.dst, flow.v6);
