@@ -61,7 +61,7 @@ fn keys(n: usize, rng: &mut Rng) -> Vec<FlowKey> {
     out
 }
 
-/// A NAT connection (so it is in both the in and the out index: the memory worst case).
+/// A NAT connection (its dest's way back counted too: the memory worst case).
 fn conn(k: FlowKey, i: usize) -> Conn {
     Conn {
         key: k,

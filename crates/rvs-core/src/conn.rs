@@ -4,16 +4,20 @@
 //! # Layout
 //!
 //! Entries live in a slab (`Vec`) addressed by [`ConnId`] = slot index + generation, so an id kept
-//! after its entry is gone never reaches the slot's next occupant. Three index-only hash tables
+//! after its entry is gone never reaches the slot's next occupant. Two index-only hash tables
 //! (`index::Index`: 64-byte buckets of eight tag + slot pairs, keys stay in the slab) find
 //! them:
 //!
 //! - **in** — `caddr:cport → vaddr:vport` of every connection (client packets, all methods);
-//! - **out** — `daddr:dport → caddr:cport` of NAT connections only (what a dest's replies carry);
-//!   a new entry waits in a short queue, its bucket prefetched, before it goes in (see
-//!   `PENDING_OUT`); lookups search the queue too;
 //! - **template** — persistence templates, a namespace of their own (a template's key may equal a
 //!   connection's).
+//!
+//! A NAT dest's reply (`daddr:dport → caddr:cport`) is found through the in index too: the
+//! table counts, for each (protocol, `daddr:dport`), the `vaddr:vport`s its NAT connections
+//! were made on (`Vias`; nearly always one), so the reply's client-side key is rebuilt and
+//! looked up, and the entry found must name that dest. (An out index of its own cost a random
+//! bucket write per new NAT connection, 17 bytes per connection, and about 24 ns of a NAT SYN at
+//! 4 M connections; BENCHMARKS.md, ninth session.)
 //!
 //! Keys are hashed with a fast seeded 64-bit hash (folded multiplies over the address words and
 //! ports, IPv4 and IPv6 alike); the seed is a parameter, so runs reproduce.
@@ -113,19 +117,105 @@ impl ConnId {
     }
 }
 
-/// NAT entries whose out-index insert waits (see [`ConnTable::insert`]). The out key's hash is
-/// known only once the scheduler has picked the dest, so its bucket cannot be prefetched ahead
-/// like the in index's; inserting at once stalled each new NAT connection on one memory access
-/// (about half of a NAT SYN's cost at 1 M connections). Queued, with the bucket prefetched, the
-/// accesses of this many new connections overlap. Out lookups also search the queue, removal
-/// takes an entry out of it, and growth empties it first, so the table answers exactly as if
-/// the insert had been immediate.
-const PENDING_OUT: usize = 16;
+/// One way back from a NAT dest: its replies from `daddr:dport` (protocol `protocol`) belong
+/// to connections made on `vaddr:vport`; `refs` live NAT entries say so. The addresses are kept
+/// in the slab's form, not as interned ids: a reply is matched from its bytes with one hash, and
+/// the client-side key is built without looking the addresses up.
+#[derive(Clone, Copy)]
+struct Via {
+    daddr: Addr,
+    vaddr: Addr,
+    refs: u32,
+    dport: u16,
+    vport: u16,
+    protocol: u8,
+}
 
-/// The bit of [`ConnTable`]'s `pending_bits` for hash `h`.
-#[inline(always)]
-const fn pending_bit(h: u64) -> u64 {
-    1 << (h >> 58)
+impl Via {
+    /// True when this is the way back of `daddr:dport` (protocol `protocol`).
+    #[inline(always)]
+    fn from(&self, protocol: u8, daddr: &Addr, dport: u16) -> bool {
+        self.dport == dport && self.protocol == protocol && self.daddr == *daddr
+    }
+}
+
+/// Every [`Via`] of the table's live NAT entries, found by (protocol, daddr, dport): what turns
+/// a dest's reply into the client-side key its connection is indexed under.
+#[derive(Default)]
+struct Vias {
+    table: HashTable<Via>,
+}
+
+impl Vias {
+    /// The hash of a (protocol, daddr, dport): all vias of one dest port share it.
+    #[inline(always)]
+    fn hash(protocol: u8, daddr: &Addr, dport: u16) -> u64 {
+        let x = u128::from_le_bytes(daddr.bytes);
+        let small = u64::from(dport) | u64::from(protocol) << 16 | u64::from(daddr.v6) << 24;
+        fold(
+            (x as u64) ^ small.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
+            ((x >> 64) as u64) ^ 0xbf58_476d_1ce4_e5b9,
+        )
+    }
+
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// One more NAT entry comes back from `daddr:dport` for `vaddr:vport`.
+    #[inline]
+    fn take(&mut self, protocol: u8, daddr: Addr, dport: u16, vaddr: Addr, vport: u16) {
+        let h = Vias::hash(protocol, &daddr, dport);
+        let same =
+            |v: &Via| v.from(protocol, &daddr, dport) && v.vport == vport && v.vaddr == vaddr;
+        if let Some(v) = self.table.find_mut(h, same) {
+            v.refs += 1;
+            return;
+        }
+        let via = Via {
+            daddr,
+            vaddr,
+            refs: 1,
+            dport,
+            vport,
+            protocol,
+        };
+        self.table
+            .insert_unique(h, via, |v| Vias::hash(v.protocol, &v.daddr, v.dport));
+    }
+
+    /// A NAT entry that [`Vias::take`] counted is gone.
+    fn release(&mut self, protocol: u8, daddr: Addr, dport: u16, vaddr: Addr, vport: u16) {
+        let h = Vias::hash(protocol, &daddr, dport);
+        let same =
+            |v: &Via| v.from(protocol, &daddr, dport) && v.vport == vport && v.vaddr == vaddr;
+        if let Ok(e) = self.table.find_entry(h, same) {
+            if e.get().refs <= 1 {
+                e.remove();
+            } else {
+                e.into_mut().refs -= 1;
+            }
+        }
+    }
+
+    /// The `(vaddr, vport)`s of the NAT entries that come back from `daddr:dport`.
+    #[inline]
+    fn each<'a>(
+        &'a self,
+        protocol: u8,
+        daddr: &'a Addr,
+        dport: u16,
+    ) -> impl Iterator<Item = (&'a Addr, u16)> + 'a {
+        self.table
+            .iter_hash(Vias::hash(protocol, daddr, dport))
+            .filter(move |v| v.from(protocol, daddr, dport))
+            .map(|v| (&v.vaddr, v.vport))
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.table.allocation_size()
+    }
 }
 
 /// What an insert into a full table does.
@@ -194,7 +284,7 @@ pub struct Conn {
     pub dport: u16,
     /// The dest's id in the director's arena (opaque to the table).
     pub dest: u32,
-    /// Forwarding method; only [`FwdMethod::Masq`] entries are in the out index.
+    /// Forwarding method; only [`FwdMethod::Masq`] entries are found by their dest's replies.
     pub fwd: FwdMethod,
     /// TCP/UDP state, or [`ConnState::Template`].
     pub state: ConnState,
@@ -207,7 +297,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The key a dest's replies carry (protocol, daddr:dport → caddr:cport): the out-index key.
+    /// The key a dest's replies carry (protocol, daddr:dport → caddr:cport): what
+    /// [`ConnTable::lookup_out`] takes.
     pub fn out_key(&self) -> FlowKey {
         FlowKey {
             protocol: self.key.protocol,
@@ -380,6 +471,8 @@ impl Entry {
             && addrs.is(self.vaddr, &f.dst, f.v6)
     }
 
+    /// True when `k` is what the entry's dest sends back (protocol, daddr:dport →
+    /// caddr:cport).
     #[inline]
     fn matches_out(&self, k: &Packed, addrs: &Addrs) -> bool {
         self.dport == k.sport
@@ -611,6 +704,9 @@ pub struct Probe {
     hash: u64,
     /// A slab slot to try before the index ([`Probe::hinted`]); `NIL` = none.
     hint: u32,
+    /// Where a burst's first stage looked for the packet as a NAT dest's reply
+    /// ([`Probe::out_hinted`]).
+    out: Option<u64>,
 }
 
 /// Where a burst's second stage saw a lookup's likely entry ([`ConnTable::prefetch_in_entries`]):
@@ -632,6 +728,18 @@ impl Probe {
     #[must_use]
     pub fn hinted(mut self, hint: Hint) -> Probe {
         self.hint = hint.0;
+        self
+    }
+
+    /// The probe with `out`, the hash [`ConnTable::prefetch_out_flow`] (or
+    /// [`ConnTable::prefetch_out_key`]) returned for the packet: [`ConnTable::lookup_out_probe`]
+    /// first looks under it for a NAT entry whose out key is exactly the packet's, which the
+    /// full lookup would return too, and skips rebuilding the client-side key. When nothing is
+    /// there it makes the full lookup.
+    #[inline(always)]
+    #[must_use]
+    pub fn out_hinted(mut self, out: Option<u64>) -> Probe {
+        self.out = out;
         self
     }
 
@@ -757,19 +865,20 @@ impl KeyHasher {
             e.vport,
         )
     }
+}
 
-    #[inline]
-    fn entry_out(&self, e: &Entry, addrs: &Addrs) -> u64 {
-        let d = addrs.get(e.daddr);
-        self.tuple(
-            e.protocol,
-            &d.bytes,
-            d.v6,
-            e.dport,
-            &e.caddr,
-            e.c6(),
-            e.cport,
-        )
+/// The client-side key of a dest's reply `k` (daddr:dport → caddr:cport) made on
+/// `vaddr:vport`.
+#[inline(always)]
+fn client_side(k: &Packed, vaddr: &Addr, vport: u16) -> Packed {
+    Packed {
+        protocol: k.protocol,
+        src: k.dst,
+        src6: k.dst6,
+        sport: k.dport,
+        dst: vaddr.bytes,
+        dst6: vaddr.v6,
+        dport: vport,
     }
 }
 
@@ -783,7 +892,6 @@ fn ix_len_small(buckets: usize, slab: usize) -> bool {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Which {
     In,
-    Out,
     Template,
 }
 
@@ -800,14 +908,8 @@ pub struct ConnTable {
     policy: FullPolicy,
     hasher: KeyHasher,
     idx_in: Index,
-    idx_out: Index,
-    /// NAT entries not yet in the out index: (out hash, slab index). See [`PENDING_OUT`].
-    pending_out: [(u64, u32); PENDING_OUT],
-    /// How many of `pending_out` are in use.
-    n_pending: usize,
-    /// Bit `h >> 58` set for the hash `h` of every queued entry (and perhaps of some removed
-    /// since the last flush): an out lookup or a removal skips the queue when its bit is clear.
-    pending_bits: u64,
+    /// How NAT dests' replies map back to client-side keys (see the module documentation).
+    vias: Vias,
     idx_tpl: Index,
     /// Live NO_CPORT connections (enables the cport-0 fallback lookup).
     no_cport: usize,
@@ -847,10 +949,7 @@ impl ConnTable {
             policy,
             hasher: KeyHasher::new(seed),
             idx_in: Index::new(),
-            idx_out: Index::new(),
-            pending_out: [(0, NIL); PENDING_OUT],
-            n_pending: 0,
-            pending_bits: 0,
+            vias: Vias::default(),
             idx_tpl: Index::new(),
             no_cport: 0,
             heads: Vec::new(),
@@ -900,20 +999,20 @@ impl ConnTable {
     }
 
     /// Heap bytes held by the table: slab capacity × (entry + cold part), the interned
-    /// addresses, the three indexes' buckets, and the timer wheel.
+    /// addresses, the two indexes' buckets, the NAT vias, and the timer wheel.
     pub fn memory_bytes(&self) -> usize {
         self.slab.capacity() * core::mem::size_of::<Entry>()
             + self.cold.capacity() * core::mem::size_of::<Cold>()
             + self.addrs.memory_bytes()
             + self.idx_in.allocation_size()
-            + self.idx_out.allocation_size()
+            + self.vias.memory_bytes()
             + self.idx_tpl.allocation_size()
             + self.heads.capacity() * 4
             + self.bits.capacity() * 8
     }
 
     /// Insert an entry: a template if `conn.flags` has [`ConnFlags::TEMPLATE`], else a
-    /// connection (also in the out index when NAT). Returns its id and, when room was made by
+    /// connection (its dest's way back counted when NAT). Returns its id and, when room was made by
     /// eviction, the evicted entry (so the caller can fix its dest's counters).
     ///
     /// A `NO_CPORT` connection is stored with cport 0. A `control` id that is stale is stored as
@@ -985,10 +1084,6 @@ impl ConnTable {
         // Room in the indexes first: growing rebuilds them from the live slab entries, which
         // must not yet include this one.
         self.reserve(which);
-        let masq = !template && conn.fwd == FwdMethod::Masq;
-        if masq {
-            self.reserve(Which::Out);
-        }
         let mut evicted = None;
         if self.len >= self.max {
             let victim = match self.policy {
@@ -1066,16 +1161,20 @@ impl ConnTable {
                 | (u8::from(d6) * META_D6)
                 | (fwd_bits << META_FWD_SHIFT),
         };
-        let in_out = e.in_out_index();
-        let out_h = if in_out {
-            self.hasher.entry_out(e, &self.addrs)
-        } else {
-            0
-        };
-        self.index_insert(which, h, i);
-        if in_out {
-            self.defer_out(out_h, i);
+        if e.in_out_index() {
+            let (d, v) = (
+                Addr {
+                    bytes: daddr,
+                    v6: d6,
+                },
+                Addr {
+                    bytes: key.dst,
+                    v6: key.dst6,
+                },
+            );
+            self.vias.take(key.protocol, d, conn.dport, v, key.dport);
         }
+        self.index_insert(which, h, i);
         if no_cport {
             self.no_cport += 1;
         }
@@ -1131,8 +1230,7 @@ impl ConnTable {
     /// (protocol, daddr:dport → caddr:cport). Only [`FwdMethod::Masq`] connections are found.
     #[inline]
     pub fn lookup_out(&self, key: &FlowKey) -> Option<ConnId> {
-        let k = Packed::new(key);
-        let i = self.find(Which::Out, self.hasher.packed(&k), &k)?;
+        let i = self.find_out(&Packed::new(key))?;
         self.id_of(i)
     }
 
@@ -1147,6 +1245,7 @@ impl ConnTable {
             key,
             hash,
             hint: NIL,
+            out: None,
         }
     }
 
@@ -1161,6 +1260,7 @@ impl ConnTable {
             key,
             hash,
             hint: hint.0,
+            out: None,
         }
     }
 
@@ -1186,24 +1286,22 @@ impl ConnTable {
     /// [`ConnTable::lookup_out`] of a probe.
     #[inline(always)]
     pub fn lookup_out_probe(&self, p: &Probe) -> Option<ConnId> {
-        let i = self.find(Which::Out, p.hash, &p.key)?;
+        let (slab, addrs) = (&self.slab, &self.addrs);
+        let hinted = p.out.and_then(|h| {
+            self.idx_in.find(h, |i| {
+                slab.get(i as usize)
+                    .is_some_and(|e| e.in_out_index() && e.matches_out(&p.key, addrs))
+            })
+        });
+        let i = hinted.or_else(|| self.find_out(&p.key))?;
         self.id_of(i)
     }
 
-    /// [`ConnTable::lookup_out`] with the key's hash already computed by
-    /// [`ConnTable::key_hash`].
-    #[inline]
-    pub fn lookup_out_hashed(&self, key: &FlowKey, h: u64) -> Option<ConnId> {
-        let k = Packed::new(key);
-        let i = self.find(Which::Out, h, &k)?;
-        self.id_of(i)
-    }
-
-    /// The hash a packet's key is indexed under: in the in index when the packet goes client →
-    /// VIP, in the out index when it goes dest → client (one function of the packet's key
-    /// serves both). A burst computes it once per packet, prefetches with it
-    /// ([`ConnTable::prefetch_in`], then [`ConnTable::prefetch_in_entries`]) and looks up with
-    /// it ([`ConnTable::lookup_in_hashed`]).
+    /// The hash a client → VIP packet's key is indexed under. A burst computes it once per
+    /// packet, prefetches with it ([`ConnTable::prefetch_in`], then
+    /// [`ConnTable::prefetch_in_entries`]) and looks up with it
+    /// ([`ConnTable::lookup_in_hashed`]). (A dest's reply is looked up under the hash of the
+    /// client-side key it is rebuilt into: [`ConnTable::prefetch_out_flow`].)
     #[inline]
     pub fn key_hash(&self, key: &FlowKey) -> u64 {
         self.hasher.packed(&Packed::new(key))
@@ -1216,18 +1314,67 @@ impl ConnTable {
         self.idx_in.prefetch_far(h);
     }
 
-    /// False while no NAT connection was ever made: the out index is empty, and a packet need
-    /// not ask whether it might be a reply.
+    /// False while no NAT connection lives: a packet need not ask whether it might be a
+    /// dest's reply.
     #[inline(always)]
     pub fn has_out_index(&self) -> bool {
-        self.idx_out.allocation_size() != 0
+        !self.vias.is_empty()
     }
 
-    /// First stage of a burst lookup: start loading the out-index bucket of hash `h` into L2
-    /// (nothing when no NAT connection exists).
+    /// First stage of a burst lookup of a packet that may be a NAT dest's reply (fast-read):
+    /// rebuild the client-side key of its connection (the first way back its source names;
+    /// see the module documentation), start loading that key's in-index bucket into L2, and
+    /// return its hash for [`ConnTable::prefetch_out_entries`]. `None` when the source is no
+    /// NAT dest.
     #[inline]
-    pub fn prefetch_out(&self, h: u64) {
-        self.idx_out.prefetch_far(h);
+    pub fn prefetch_out_flow(&self, f: &Flow) -> Option<u64> {
+        self.prefetch_out_packed(&Packed::of_flow(f))
+    }
+
+    /// [`ConnTable::prefetch_out_flow`] of a parsed packet's flow key.
+    #[inline]
+    pub fn prefetch_out_key(&self, key: &FlowKey) -> Option<u64> {
+        self.prefetch_out_packed(&Packed::new(key))
+    }
+
+    #[inline(always)]
+    fn prefetch_out_packed(&self, k: &Packed) -> Option<u64> {
+        if self.vias.is_empty() {
+            return None;
+        }
+        let daddr = Addr {
+            bytes: k.src,
+            v6: k.src6,
+        };
+        let (vaddr, vport) = self.vias.each(k.protocol, &daddr, k.sport).next()?;
+        let h = self.hasher.packed(&client_side(k, vaddr, vport));
+        self.idx_in.prefetch_far(h);
+        Some(h)
+    }
+
+    /// The NAT entry a dest's reply `k` (daddr:dport → caddr:cport) belongs to: for each way
+    /// back from daddr:dport, the client-side key looked up in the in index, and the entry
+    /// found must be NAT and name that dest address and port.
+    #[inline]
+    fn find_out(&self, k: &Packed) -> Option<u32> {
+        if self.vias.is_empty() {
+            return None;
+        }
+        let daddr = Addr {
+            bytes: k.src,
+            v6: k.src6,
+        };
+        let (slab, addrs) = (&self.slab, &self.addrs);
+        self.vias
+            .each(k.protocol, &daddr, k.sport)
+            .find_map(|(vaddr, vport)| {
+                let ck = client_side(k, vaddr, vport);
+                self.idx_in.find(self.hasher.packed(&ck), |i| {
+                    slab.get(i as usize).is_some_and(|e| {
+                        e.in_out_index() && e.matches_out(k, addrs) && e.matches_in(&ck, addrs)
+                    })
+                })
+            })
     }
 
     /// Second stage of a burst lookup: read the in-index bucket of `h` (prefetched by the
@@ -1270,11 +1417,12 @@ impl ConnTable {
         }
     }
 
-    /// Second stage of a burst lookup in the out index (see [`ConnTable::prefetch_in_entries`]).
+    /// Second stage of a burst lookup of a dest's reply: `h` from
+    /// [`ConnTable::prefetch_out_flow`] (see [`ConnTable::prefetch_in_entries`]).
     #[inline]
     pub fn prefetch_out_entries(&self, h: u64) {
         let slab = &self.slab;
-        self.idx_out.home_candidates(h, |i| {
+        self.idx_in.home_candidates(h, |i| {
             if let Some(e) = slab.get(i as usize) {
                 prefetch_entry(e);
             }
@@ -1465,23 +1613,17 @@ impl ConnTable {
             return false;
         }
         let a = &self.addrs;
-        let (old_in, old_out) = (self.hasher.entry_in(&e, a), self.hasher.entry_out(&e, a));
-        let (new_in, new_out) = (
+        let (old_in, new_in) = (
+            self.hasher.entry_in(&e, a),
             self.hasher.entry_in(&filled, a),
-            self.hasher.entry_out(&filled, a),
         );
+        // (Its way back, daddr:dport → vaddr:vport, does not name the client port.)
         self.index_remove(Which::In, old_in, i);
-        if e.in_out_index() {
-            self.index_remove(Which::Out, old_out, i);
-        }
         if let Some(slot) = self.slab.get_mut(i as usize) {
             slot.cport = cport;
             slot.flags = slot.flags.difference(ConnFlags::NO_CPORT);
         }
         self.index_insert(Which::In, new_in, i);
-        if e.in_out_index() {
-            self.index_insert(Which::Out, new_out, i);
-        }
         self.no_cport = self.no_cport.saturating_sub(1);
         true
     }
@@ -1550,7 +1692,6 @@ impl ConnTable {
     fn index(&self, which: Which) -> &Index {
         match which {
             Which::In => &self.idx_in,
-            Which::Out => &self.idx_out,
             Which::Template => &self.idx_tpl,
         }
     }
@@ -1566,27 +1707,9 @@ impl ConnTable {
     #[inline(always)]
     fn find(&self, which: Which, h: u64, k: &Packed) -> Option<u32> {
         let (slab, addrs) = (&self.slab, &self.addrs);
-        match which {
-            Which::In | Which::Template => self.index(which).find(h, |i| {
-                slab.get(i as usize).is_some_and(|e| e.matches_in(k, addrs))
-            }),
-            Which::Out => {
-                let eq = |i: u32| {
-                    slab.get(i as usize)
-                        .is_some_and(|e| e.matches_out(k, addrs))
-                };
-                self.idx_out.find(h, eq).or_else(|| {
-                    if self.pending_bits & pending_bit(h) == 0 {
-                        return None;
-                    }
-                    self.pending_out
-                        .get(..self.n_pending)?
-                        .iter()
-                        .find(|&&(ph, i)| ph == h && eq(i))
-                        .map(|&(_, i)| i)
-                })
-            }
-        }
+        self.index(which).find(h, |i| {
+            slab.get(i as usize).is_some_and(|e| e.matches_in(k, addrs))
+        })
     }
 
     /// Make room in an index for one more entry (doubling it when it would pass its load
@@ -1594,12 +1717,7 @@ impl ConnTable {
     /// insert; the growth, rare, is not (as one call, the check cost ~30 instructions a SYN).
     #[inline(always)]
     fn reserve(&mut self, which: Which) {
-        let pending = if which == Which::Out {
-            self.n_pending
-        } else {
-            0
-        };
-        if self.index(which).needs_grow(pending) {
+        if self.index(which).needs_grow(0) {
             self.grow(which);
         }
     }
@@ -1608,21 +1726,13 @@ impl ConnTable {
     #[cold]
     #[inline(never)]
     fn grow(&mut self, which: Which) {
-        if which == Which::Out {
-            // The rebuild below reads the index or the slab: pending entries join first.
-            self.flush_out();
-        }
         let hasher = self.hasher;
         let (slab, addrs) = (&self.slab, &self.addrs);
         let ix = match which {
             Which::In => &mut self.idx_in,
-            Which::Out => &mut self.idx_out,
             Which::Template => &mut self.idx_tpl,
         };
-        let hash = |e: &Entry| match which {
-            Which::In | Which::Template => hasher.entry_in(e, addrs),
-            Which::Out => hasher.entry_out(e, addrs),
-        };
+        let hash = |e: &Entry| hasher.entry_in(e, addrs);
         let old = ix.reset(ix.grown());
         if ix_len_small(old.len(), slab.len()) {
             // Few entries: walk the old buckets.
@@ -1637,7 +1747,6 @@ impl ConnTable {
                 let member = e.is_live()
                     && match which {
                         Which::In => !e.is_template(),
-                        Which::Out => e.in_out_index(),
                         Which::Template => e.is_template(),
                     };
                 if member && let Ok(i) = u32::try_from(i) {
@@ -1651,59 +1760,16 @@ impl ConnTable {
     fn index_insert(&mut self, which: Which, h: u64, i: u32) {
         match which {
             Which::In => self.idx_in.insert(h, i),
-            Which::Out => self.idx_out.insert(h, i),
             Which::Template => self.idx_tpl.insert(h, i),
         }
     }
 
     fn index_remove(&mut self, which: Which, h: u64, i: u32) {
-        if which == Which::Out
-            && self.pending_bits & pending_bit(h) != 0
-            && let Some(at) = self
-                .pending_out
-                .get(..self.n_pending)
-                .and_then(|q| q.iter().position(|&(_, p)| p == i))
-        {
-            // Order within the queue does not matter: the last one takes its place.
-            self.n_pending -= 1;
-            if let Some(&last) = self.pending_out.get(self.n_pending)
-                && let Some(p) = self.pending_out.get_mut(at)
-            {
-                *p = last;
-            }
-            return;
-        }
         let table = match which {
             Which::In => &mut self.idx_in,
-            Which::Out => &mut self.idx_out,
             Which::Template => &mut self.idx_tpl,
         };
         table.remove(h, i);
-    }
-
-    /// Queue NAT entry `i` for the out index under `h`, its bucket prefetched: the insert
-    /// happens when the queue is full (or the index grows), by which time the bucket has come in
-    /// from memory in parallel with the other inserts' (see [`PENDING_OUT`]).
-    #[inline]
-    fn defer_out(&mut self, h: u64, i: u32) {
-        if self.n_pending >= PENDING_OUT {
-            self.flush_out();
-        }
-        self.idx_out.prefetch(h);
-        if let Some(p) = self.pending_out.get_mut(self.n_pending) {
-            *p = (h, i);
-            self.n_pending += 1;
-            self.pending_bits |= pending_bit(h);
-        }
-    }
-
-    /// Insert every pending NAT entry into the out index, oldest first.
-    fn flush_out(&mut self) {
-        let n = core::mem::take(&mut self.n_pending);
-        self.pending_bits = 0;
-        for &(h, i) in self.pending_out.get(..n).unwrap_or(&[]) {
-            self.idx_out.insert(h, i);
-        }
     }
 
     /// A free slot: from the free list, or a new one (growing the slab by 1/16, up to `max`).
@@ -1745,8 +1811,8 @@ impl ConnTable {
         } else {
             self.index_remove(Which::In, h_in, i);
             if e.in_out_index() {
-                let h_out = self.hasher.entry_out(&e, &self.addrs);
-                self.index_remove(Which::Out, h_out, i);
+                let (d, v) = (self.addrs.get(e.daddr), self.addrs.get(e.vaddr));
+                self.vias.release(e.protocol, d, e.dport, v, e.vport);
             }
             if e.flags.contains(ConnFlags::NO_CPORT) {
                 self.no_cport = self.no_cport.saturating_sub(1);
@@ -2242,9 +2308,108 @@ mod tests {
         assert_eq!(t.lookup_out(&tun.out_key()), None);
         assert_eq!(t.lookup_in(&dr.key), Some(b));
         assert_eq!(t.lookup_in(&tun.key), Some(c));
-        // The in key does not find the out index and vice versa.
+        // The in key is not taken for a reply and vice versa.
         assert_eq!(t.lookup_out(&n.key), None);
         assert_eq!(t.lookup_in(&reply), None);
+    }
+
+    /// Replies are found through the ways back of their dest: one dest port serving two VIPs
+    /// (and both families), a client on both, a DR entry with the same out key that must not
+    /// answer, hints that are stale or wrong, and the ways back forgotten with their last entry.
+    #[test]
+    fn replies_are_found_through_their_dests_ways_back() {
+        let mut t = table(64, FullPolicy::Refuse);
+        let on = |t: &mut ConnTable, client: &str, cport: u16, vip: &str, fwd: FwdMethod| {
+            let k = key(client, cport, vip, 80);
+            let mut c = conn(k, "10.0.0.2", fwd, T0 + SEC);
+            c.dport = 8080;
+            (ins(t, c), c)
+        };
+        assert!(!t.has_out_index());
+        let (a, ca) = on(&mut t, "198.51.100.1", 1000, "192.0.2.10", FwdMethod::Masq);
+        let (b, cb) = on(&mut t, "198.51.100.2", 1000, "192.0.2.11", FwdMethod::Masq);
+        // The same client and port on the other VIP: the same reply key as `a` (which of the two
+        // it names is unspecified; either is a connection it belongs to).
+        let (c, cc) = on(&mut t, "198.51.100.1", 1000, "192.0.2.11", FwdMethod::Masq);
+        let (d, cd) = on(
+            &mut t,
+            "198.51.100.3",
+            1000,
+            "192.0.2.10",
+            FwdMethod::DirectRoute,
+        );
+        assert!(t.has_out_index());
+        assert_eq!(ca.out_key(), cc.out_key());
+        assert!([Some(a), Some(c)].contains(&t.lookup_out(&ca.out_key())));
+        assert_eq!(t.lookup_out(&cb.out_key()), Some(b));
+        assert_eq!(
+            t.lookup_out(&cd.out_key()),
+            None,
+            "a DR entry is no reply's"
+        );
+        // Another dest port, another dest address, another protocol: no way back.
+        for k in [
+            FlowKey {
+                sport: 8081,
+                ..cb.out_key()
+            },
+            FlowKey {
+                src: v4("10.0.0.3"),
+                ..cb.out_key()
+            },
+            FlowKey {
+                protocol: 17,
+                ..cb.out_key()
+            },
+        ] {
+            assert_eq!(t.lookup_out(&k), None);
+            assert_eq!(t.prefetch_out_key(&k), None);
+        }
+        // Hints: the right one, a wrong one, none: the same answer.
+        let o = cb.out_key();
+        let right = t.prefetch_out_key(&o);
+        // (Rebuilt on the dest port's first way back: b's VIP or the other one.)
+        let other = FlowKey {
+            dst: ca.key.dst,
+            ..cb.key
+        };
+        assert!([Some(t.key_hash(&cb.key)), Some(t.key_hash(&other))].contains(&right));
+        for hint in [right, Some(t.key_hash(&ca.key)), Some(12345), None] {
+            let p = t.probe(&o, None).out_hinted(hint);
+            assert_eq!(t.lookup_out_probe(&p), Some(b), "hint {hint:?}");
+        }
+        // A stale hint: `b` goes, then no answer at all.
+        assert_eq!(t.remove(b), Some(cb));
+        let p = t.probe(&o, None).out_hinted(right);
+        assert_eq!(t.lookup_out_probe(&p), None);
+        assert_eq!(t.lookup_out(&o), None);
+        // With `a` gone, the shared reply key names `c`; with `c` gone too, nothing is left.
+        t.remove(a);
+        assert_eq!(t.lookup_out(&ca.out_key()), Some(c));
+        t.remove(c);
+        assert_eq!(t.lookup_out(&ca.out_key()), None);
+        assert!(
+            !t.has_out_index(),
+            "ways back forgotten with their last entry"
+        );
+        t.remove(d);
+        // IPv6 client and dest, IPv4 VIP ways back untouched by them.
+        let k6 = FlowKey {
+            protocol: 6,
+            src: "2001:db8::1".parse().unwrap(),
+            sport: 5000,
+            dst: "2001:db8::10".parse().unwrap(),
+            dport: 443,
+        };
+        let mut c6 = conn(k6, "10.0.0.2", FwdMethod::Masq, T0 + SEC);
+        c6.daddr = "2001:db8:1::2".parse().unwrap();
+        let i6 = ins(&mut t, c6);
+        assert_eq!(t.lookup_out(&c6.out_key()), Some(i6));
+        let mapped = FlowKey {
+            src: "::ffff:10.0.0.2".parse().unwrap(),
+            ..c6.out_key()
+        };
+        assert_eq!(t.lookup_out(&mapped), None);
     }
 
     #[test]
@@ -2264,7 +2429,7 @@ mod tests {
         assert_eq!(
             t.lookup_out(&tpl.out_key()),
             None,
-            "templates are not in the out index"
+            "templates are not found by replies"
         );
         assert_eq!(t.insert(tpl, T0), Err(InsertError::Exists(ti)));
         assert_eq!(t.insert(c, T0), Err(InsertError::Exists(ci)));
@@ -2555,12 +2720,14 @@ mod tests {
             assert_eq!(t.lookup_in(&c.key), live.then_some(*id));
             assert_eq!(t.lookup_in_hashed(&c.key, h), live.then_some(*id));
             let o = c.out_key();
-            let ho = t.key_hash(&o);
-            t.prefetch_out(ho);
-            t.prefetch_out_entries(ho);
             let want = (live && c.fwd == FwdMethod::Masq).then_some(*id);
+            // A live NAT connection's reply is rebuilt into a key to prefetch.
+            let ho = t.prefetch_out_key(&o);
+            assert!(want.is_none() || ho.is_some());
+            if let Some(ho) = ho {
+                t.prefetch_out_entries(ho);
+            }
             assert_eq!(t.lookup_out(&o), want);
-            assert_eq!(t.lookup_out_hashed(&o, ho), want);
             // The hash is trusted: one with other tag bits misses.
             assert_eq!(t.lookup_in_hashed(&c.key, h ^ (1 << 63)), None);
         }

@@ -535,7 +535,7 @@ impl Dataplane {
     ) -> Verdict {
         let len = ip.end() - ip.l3_offset;
         // A packet to a virtual service is the client side of a connection, never a NAT dest's
-        // reply: it skips the out index. The VIP filter sends most other packets (replies
+        // reply: it skips the reply lookup. The VIP filter sends most other packets (replies
         // among them) straight to that lookup.
         let svc = if self.director.maybe_vip_ip(ip.dst) {
             ip.flow_key().and_then(|key| {

@@ -184,14 +184,6 @@ impl Index {
         h as usize & self.buckets.len().wrapping_sub(1)
     }
 
-    /// Prefetch the home bucket of `h`.
-    #[inline]
-    pub(super) fn prefetch(&self, h: u64) {
-        if let Some(b) = self.buckets.get(self.home(h)) {
-            prefetch(b);
-        }
-    }
-
     /// Prefetch the home bucket of `h` into L2 (needed a few hundred ns from now, see
     /// [`prefetch_l2`]).
     #[inline]

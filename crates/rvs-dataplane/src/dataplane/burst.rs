@@ -68,9 +68,11 @@ pub(super) struct Pre {
     hash: Option<u64>,
     /// Stage 2's candidate entry for the in lookup (see [`rvs_core::conn::Probe::hinted`]).
     hint: Hint,
-    /// Whether the lookup may go on to the out index (prefetched then): not for an ICMP error
-    /// the fast reader took, nor for a packet to a VIP.
-    out: bool,
+    /// When the lookup may go on to a NAT dest's side (not for an ICMP error the fast reader
+    /// took, nor for a packet to a VIP, nor when the source is no NAT dest): the hash of the
+    /// client-side key the packet was rebuilt into, whose in-index bucket stage 1 prefetched
+    /// ([`rvs_core::conn::ConnTable::prefetch_out_flow`]).
+    out: Option<u64>,
 }
 
 impl Pre {
@@ -78,7 +80,7 @@ impl Pre {
         read: Read::Full,
         hash: None,
         hint: Hint::NONE,
-        out: false,
+        out: None,
     };
 }
 
@@ -166,7 +168,11 @@ impl Dataplane {
                             next_hop: self.director.interned_addr(hop),
                         });
                     } else {
-                        let probe = self.director.conns().probe_flow(flow, Some(h), p.hint);
+                        let probe = self
+                            .director
+                            .conns()
+                            .probe_flow(flow, Some(h), p.hint)
+                            .out_hinted(p.out);
                         let v = self.process_flow(f, flow, &probe, now, extra);
                         verdicts.push(v);
                     }
@@ -200,8 +206,8 @@ impl Dataplane {
         if let Some(h) = p.hash {
             let t = self.director.conns();
             p.hint = t.prefetch_in_entries(h);
-            if p.out {
-                t.prefetch_out_entries(h);
+            if let Some(ho) = p.out {
+                t.prefetch_out_entries(ho);
             }
         }
     }
@@ -226,7 +232,7 @@ impl Dataplane {
                     self.director.conns().prefetch_in(h);
                     pre.read = Read::Error(e);
                     pre.hash = Some(h);
-                    pre.out = false;
+                    pre.out = None;
                 }
                 None => self.prefetch_buckets_parsed(f, pre),
             }
@@ -241,12 +247,14 @@ impl Dataplane {
             t.prefetch_insert();
             t.prefetch_in_spill(h);
         }
-        // A dest's reply (NAT) misses the in index before it finds the out one; a packet to a
-        // VIP never looks there (see `process_l4_miss`).
-        pre.out = t.has_out_index() && !self.director.maybe_vip(&flow.dst, flow.v6);
-        if pre.out {
-            t.prefetch_out(h);
-        }
+        // A dest's reply (NAT) misses the in index before it is found under the client-side
+        // key it is rebuilt into; a packet to a VIP is never taken for a reply (see
+        // `process_l4_miss`).
+        pre.out = if t.has_out_index() && !self.director.maybe_vip(&flow.dst, flow.v6) {
+            t.prefetch_out_flow(&flow)
+        } else {
+            None
+        };
         pre.read = Read::Flow(flow);
         pre.hash = Some(h);
     }
@@ -275,7 +283,7 @@ impl Dataplane {
                     // Perhaps a new connection: the slot it would take.
                     t.prefetch_insert();
                 }
-                t.key_hash(&key)
+                (t.key_hash(&key), key)
             }
             proto::ICMP | proto::ICMPV6 if ip.is_icmp_error() => {
                 let Some(msg) = f.data().get(ip.l4_offset..ip.end()) else {
@@ -295,14 +303,15 @@ impl Dataplane {
                 let Ok(key) = e.quote.reversed_key() else {
                     return;
                 };
-                t.key_hash(&key)
+                (t.key_hash(&key), key)
             }
             _ => return,
         };
-        // Both indexes: a dest's reply (NAT) misses the in index before it finds the out one.
+        let (h, key) = h;
+        // Both sides: a dest's reply (NAT) misses the in index before it is found under the
+        // client-side key it is rebuilt into.
         t.prefetch_in(h);
-        t.prefetch_out(h);
-        pre.out = true;
+        pre.out = t.prefetch_out_key(&key);
         // Handed on to the lookup: of the frame's own key, or of an ICMP error's quoted flow.
         pre.hash = Some(h);
     }
