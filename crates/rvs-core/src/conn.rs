@@ -445,8 +445,9 @@ impl Entry {
         self.flags.contains(ConnFlags::TEMPLATE)
     }
 
+    /// A NAT connection: its dest's replies find it (see [`Vias`]).
     #[inline]
-    fn in_out_index(&self) -> bool {
+    fn found_by_replies(&self) -> bool {
         !self.is_template() && self.fwd() == FwdMethod::Masq
     }
 
@@ -1161,7 +1162,7 @@ impl ConnTable {
                 | (u8::from(d6) * META_D6)
                 | (fwd_bits << META_FWD_SHIFT),
         };
-        if e.in_out_index() {
+        if e.found_by_replies() {
             let (d, v) = (
                 Addr {
                     bytes: daddr,
@@ -1290,7 +1291,7 @@ impl ConnTable {
         let hinted = p.out.and_then(|h| {
             self.idx_in.find(h, |i| {
                 slab.get(i as usize)
-                    .is_some_and(|e| e.in_out_index() && e.matches_out(&p.key, addrs))
+                    .is_some_and(|e| e.found_by_replies() && e.matches_out(&p.key, addrs))
             })
         });
         let i = hinted.or_else(|| self.find_out(&p.key))?;
@@ -1371,7 +1372,7 @@ impl ConnTable {
                 let ck = client_side(k, vaddr, vport);
                 self.idx_in.find(self.hasher.packed(&ck), |i| {
                     slab.get(i as usize).is_some_and(|e| {
-                        e.in_out_index() && e.matches_out(k, addrs) && e.matches_in(&ck, addrs)
+                        e.found_by_replies() && e.matches_out(k, addrs) && e.matches_in(&ck, addrs)
                     })
                 })
             })
@@ -1810,7 +1811,7 @@ impl ConnTable {
             self.index_remove(Which::Template, h_in, i);
         } else {
             self.index_remove(Which::In, h_in, i);
-            if e.in_out_index() {
+            if e.found_by_replies() {
                 let (d, v) = (self.addrs.get(e.daddr), self.addrs.get(e.vaddr));
                 self.vias.release(e.protocol, d, e.dport, v, e.vport);
             }
