@@ -15,7 +15,11 @@
 //! right either way.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use common::Rng;
 
 use rvs_core::conn::Conn;
 use rvs_core::director::{DestId, Director, NewConnError};
@@ -27,25 +31,6 @@ use rvs_wire::parse::FlowKey;
 use rvs_wire::parse::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 
 const SEC: Time = 1_000_000_000;
-
-/// splitmix64: deterministic draws.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);

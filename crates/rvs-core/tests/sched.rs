@@ -4,9 +4,12 @@
 //! minimal disruption when a dest goes away.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use common::Rng;
 use proptest::prelude::*;
 use rvs_core::sched::{MaglevHash, SchedFlow, Scheduler, mh, new_scheduler};
 use rvs_core::{Dest, FwdMethod, SchedFlags, SchedulerKind};
@@ -45,19 +48,7 @@ fn flow(caddr: IpAddr, cport: u16) -> SchedFlow {
     }
 }
 
-/// A deterministic stream of pseudo-random numbers (splitmix64), independent of the crate's
-/// own hash so the tests do not grade the hash with itself.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn addr(&mut self) -> IpAddr {
         if self.next().is_multiple_of(4) {
             IpAddr::V6(Ipv6Addr::from_bits(
