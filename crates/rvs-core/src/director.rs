@@ -901,7 +901,8 @@ impl Director {
     /// packet leaves it in, and the packet is counted with the new connection. Results,
     /// counters and table contents are those of the two calls; the entry is only filed once in
     /// the timer wheel (at its real expiry, where the two calls filed it at the initial state's
-    /// and left the sweep to move it), and the index is not searched again for the key.
+    /// and left the sweep to move it), and the index is not searched again for the key. (So
+    /// sweeps free slots in another order, and later connections may get other slot ids.)
     #[allow(clippy::too_many_arguments)]
     pub fn new_conn_in(
         &mut self,
