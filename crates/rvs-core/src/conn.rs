@@ -137,6 +137,14 @@ impl Via {
     fn from(&self, protocol: u8, daddr: &Addr, dport: u16) -> bool {
         self.dport == dport && self.protocol == protocol && self.daddr == *daddr
     }
+
+    /// True when `other` is the same way back (its count aside).
+    #[inline(always)]
+    fn same(&self, other: &Via) -> bool {
+        self.from(other.protocol, &other.daddr, other.dport)
+            && self.vport == other.vport
+            && self.vaddr == other.vaddr
+    }
 }
 
 /// Every [`Via`] of the table's live NAT entries, found by (protocol, daddr, dport): what turns
@@ -163,34 +171,23 @@ impl Vias {
         self.table.is_empty()
     }
 
-    /// One more NAT entry comes back from `daddr:dport` for `vaddr:vport`.
-    #[inline]
-    fn take(&mut self, protocol: u8, daddr: Addr, dport: u16, vaddr: Addr, vport: u16) {
-        let h = Vias::hash(protocol, &daddr, dport);
-        let same =
-            |v: &Via| v.from(protocol, &daddr, dport) && v.vport == vport && v.vaddr == vaddr;
-        if let Some(v) = self.table.find_mut(h, same) {
+    /// One more NAT entry comes back by `way` (its `refs` ignored).
+    #[inline(always)]
+    fn take(&mut self, way: &Via) {
+        let h = Vias::hash(way.protocol, &way.daddr, way.dport);
+        if let Some(v) = self.table.find_mut(h, |v| v.same(way)) {
             v.refs += 1;
             return;
         }
-        let via = Via {
-            daddr,
-            vaddr,
-            refs: 1,
-            dport,
-            vport,
-            protocol,
-        };
+        let via = Via { refs: 1, ..*way };
         self.table
             .insert_unique(h, via, |v| Vias::hash(v.protocol, &v.daddr, v.dport));
     }
 
     /// A NAT entry that [`Vias::take`] counted is gone.
-    fn release(&mut self, protocol: u8, daddr: Addr, dport: u16, vaddr: Addr, vport: u16) {
-        let h = Vias::hash(protocol, &daddr, dport);
-        let same =
-            |v: &Via| v.from(protocol, &daddr, dport) && v.vport == vport && v.vaddr == vaddr;
-        if let Ok(e) = self.table.find_entry(h, same) {
+    fn release(&mut self, way: Via) {
+        let h = Vias::hash(way.protocol, &way.daddr, way.dport);
+        if let Ok(e) = self.table.find_entry(h, |v| v.same(&way)) {
             if e.get().refs <= 1 {
                 e.remove();
             } else {
@@ -199,18 +196,26 @@ impl Vias {
         }
     }
 
-    /// The `(vaddr, vport)`s of the NAT entries that come back from `daddr:dport`.
+    /// The client-side keys a dest's reply `k` (daddr:dport → caddr:cport) may belong to:
+    /// one per way back from daddr:dport (nearly always one).
     #[inline]
-    fn each<'a>(
-        &'a self,
-        protocol: u8,
-        daddr: &'a Addr,
-        dport: u16,
-    ) -> impl Iterator<Item = (&'a Addr, u16)> + 'a {
+    fn client_sides<'a>(&'a self, k: &'a Packed) -> impl Iterator<Item = Packed> + 'a {
+        let daddr = Addr {
+            bytes: k.src,
+            v6: k.src6,
+        };
         self.table
-            .iter_hash(Vias::hash(protocol, daddr, dport))
-            .filter(move |v| v.from(protocol, daddr, dport))
-            .map(|v| (&v.vaddr, v.vport))
+            .iter_hash(Vias::hash(k.protocol, &daddr, k.sport))
+            .filter(move |v| v.from(k.protocol, &daddr, k.sport))
+            .map(|v| Packed {
+                protocol: k.protocol,
+                src: k.dst,
+                src6: k.dst6,
+                sport: k.dport,
+                dst: v.vaddr.bytes,
+                dst6: v.vaddr.v6,
+                dport: v.vport,
+            })
     }
 
     fn memory_bytes(&self) -> usize {
@@ -472,11 +477,12 @@ impl Entry {
             && addrs.is(self.vaddr, &f.dst, f.v6)
     }
 
-    /// True when `k` is what the entry's dest sends back (protocol, daddr:dport →
-    /// caddr:cport).
+    /// True when `k` is a reply of this NAT connection: what its dest sends back (protocol,
+    /// daddr:dport → caddr:cport).
     #[inline]
-    fn matches_out(&self, k: &Packed, addrs: &Addrs) -> bool {
-        self.dport == k.sport
+    fn answers_reply(&self, k: &Packed, addrs: &Addrs) -> bool {
+        self.found_by_replies()
+            && self.dport == k.sport
             && self.cport == k.dport
             && self.protocol == k.protocol
             && self.caddr == k.dst
@@ -868,21 +874,6 @@ impl KeyHasher {
     }
 }
 
-/// The client-side key of a dest's reply `k` (daddr:dport → caddr:cport) made on
-/// `vaddr:vport`.
-#[inline(always)]
-fn client_side(k: &Packed, vaddr: &Addr, vport: u16) -> Packed {
-    Packed {
-        protocol: k.protocol,
-        src: k.dst,
-        src6: k.dst6,
-        sport: k.dport,
-        dst: vaddr.bytes,
-        dst6: vaddr.v6,
-        dport: vport,
-    }
-}
-
 /// True when an index of `buckets` buckets is better rebuilt from its own buckets than from a
 /// scan of a slab of `slab` entries.
 fn ix_len_small(buckets: usize, slab: usize) -> bool {
@@ -1163,17 +1154,22 @@ impl ConnTable {
                 | (fwd_bits << META_FWD_SHIFT),
         };
         if e.found_by_replies() {
-            let (d, v) = (
-                Addr {
+            // `way_back(i)`, from the addresses at hand: looking them up again cost a NAT SYN
+            // about 50 instructions.
+            self.vias.take(&Via {
+                daddr: Addr {
                     bytes: daddr,
                     v6: d6,
                 },
-                Addr {
+                vaddr: Addr {
                     bytes: key.dst,
                     v6: key.dst6,
                 },
-            );
-            self.vias.take(key.protocol, d, conn.dport, v, key.dport);
+                refs: 0,
+                dport: conn.dport,
+                vport: key.dport,
+                protocol: key.protocol,
+            });
         }
         self.index_insert(which, h, i);
         if no_cport {
@@ -1291,7 +1287,7 @@ impl ConnTable {
         let hinted = p.out.and_then(|h| {
             self.idx_in.find(h, |i| {
                 slab.get(i as usize)
-                    .is_some_and(|e| e.found_by_replies() && e.matches_out(&p.key, addrs))
+                    .is_some_and(|e| e.answers_reply(&p.key, addrs))
             })
         });
         let i = hinted.or_else(|| self.find_out(&p.key))?;
@@ -1343,39 +1339,26 @@ impl ConnTable {
         if self.vias.is_empty() {
             return None;
         }
-        let daddr = Addr {
-            bytes: k.src,
-            v6: k.src6,
-        };
-        let (vaddr, vport) = self.vias.each(k.protocol, &daddr, k.sport).next()?;
-        let h = self.hasher.packed(&client_side(k, vaddr, vport));
+        let h = self.hasher.packed(&self.vias.client_sides(k).next()?);
         self.idx_in.prefetch_far(h);
         Some(h)
     }
 
-    /// The NAT entry a dest's reply `k` (daddr:dport → caddr:cport) belongs to: for each way
-    /// back from daddr:dport, the client-side key looked up in the in index, and the entry
-    /// found must be NAT and name that dest address and port.
+    /// The NAT entry a dest's reply `k` (daddr:dport → caddr:cport) belongs to: each
+    /// client-side key it may have is looked up in the in index, and the entry found must
+    /// answer exactly that reply.
     #[inline]
     fn find_out(&self, k: &Packed) -> Option<u32> {
         if self.vias.is_empty() {
             return None;
         }
-        let daddr = Addr {
-            bytes: k.src,
-            v6: k.src6,
-        };
         let (slab, addrs) = (&self.slab, &self.addrs);
-        self.vias
-            .each(k.protocol, &daddr, k.sport)
-            .find_map(|(vaddr, vport)| {
-                let ck = client_side(k, vaddr, vport);
-                self.idx_in.find(self.hasher.packed(&ck), |i| {
-                    slab.get(i as usize).is_some_and(|e| {
-                        e.found_by_replies() && e.matches_out(k, addrs) && e.matches_in(&ck, addrs)
-                    })
-                })
+        self.vias.client_sides(k).find_map(|ck| {
+            self.idx_in.find(self.hasher.packed(&ck), |i| {
+                slab.get(i as usize)
+                    .is_some_and(|e| e.answers_reply(k, addrs))
             })
+        })
     }
 
     /// Second stage of a burst lookup: read the in-index bucket of `h` (prefetched by the
@@ -1677,6 +1660,20 @@ impl ConnTable {
 
     // ---- internals ----------------------------------------------------------------------
 
+    /// The way back of slab entry `i`, a NAT connection (see [`Vias`]).
+    #[inline]
+    fn way_back(&self, i: u32) -> Option<Via> {
+        let e = self.slab.get(i as usize)?;
+        Some(Via {
+            daddr: self.addrs.get(e.daddr),
+            vaddr: self.addrs.get(e.vaddr),
+            refs: 0,
+            dport: e.dport,
+            vport: e.vport,
+            protocol: e.protocol,
+        })
+    }
+
     #[inline]
     fn live_index(&self, id: ConnId) -> Option<u32> {
         let e = self.slab.get(id.index as usize)?;
@@ -1811,9 +1808,10 @@ impl ConnTable {
             self.index_remove(Which::Template, h_in, i);
         } else {
             self.index_remove(Which::In, h_in, i);
-            if e.found_by_replies() {
-                let (d, v) = (self.addrs.get(e.daddr), self.addrs.get(e.vaddr));
-                self.vias.release(e.protocol, d, e.dport, v, e.vport);
+            if e.found_by_replies()
+                && let Some(way) = self.way_back(i)
+            {
+                self.vias.release(way);
             }
             if e.flags.contains(ConnFlags::NO_CPORT) {
                 self.no_cport = self.no_cport.saturating_sub(1);
